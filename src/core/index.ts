@@ -1,0 +1,4 @@
+/** Public surface of `core`: errors, small shared interfaces and helpers. */
+export { VmvaultError, isVmvaultError, errnoCode, type ErrorCode } from './errors.js';
+export type { BlockReader, Extent } from './block-reader.js';
+export { formatBytes, formatDuration, parseBytes } from './units.js';
