@@ -1,0 +1,32 @@
+/**
+ * The storage backend interface: a flat namespace of immutable named objects ("packs/ab/…",
+ * "index/…", "snapshots/…"). Kept tiny so that a local directory, S3-compatible object storage
+ * and wrappers (retry, rate limit) can all implement it.
+ */
+
+/** Size and modification time of a stored object. */
+export interface ObjectInfo {
+  name: string;
+  size: number;
+  mtimeMs: number;
+}
+
+/** A place that stores a repository's objects. */
+export interface Backend {
+  /** Human-readable location, for messages. */
+  readonly location: string;
+  /** Reads a whole object. Throws E_NOT_FOUND when it does not exist. */
+  read(name: string): Promise<Buffer>;
+  /** Reads `length` bytes at `offset`; fewer only if the object is shorter (then E_CORRUPT). */
+  readRange(name: string, offset: number, length: number): Promise<Buffer>;
+  /** Writes an object atomically and durably: readers see all of it or nothing. */
+  write(name: string, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
+  /** Lists the objects under a prefix directory ("packs", "snapshots"), recursively. */
+  list(prefix: string): Promise<ObjectInfo[]>;
+  /** Size and mtime of an object, or null when it does not exist. */
+  stat(name: string): Promise<ObjectInfo | null>;
+  /** Removes an object; removing a missing object is not an error. */
+  remove(name: string): Promise<void>;
+  /** Releases cached handles. */
+  close(): Promise<void>;
+}

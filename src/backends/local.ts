@@ -1,0 +1,191 @@
+/**
+ * A repository in a local directory. Writes go to a temporary file that is fsynced and renamed
+ * into place, then the directory is fsynced, so a crash leaves either the old state or the new.
+ */
+import { randomBytes } from 'node:crypto';
+import { type FileHandle, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { VmvaultError, errnoCode } from '../core/index.js';
+import type { Backend, ObjectInfo } from './backend.js';
+
+const TMP_MARK = '.tmp-';
+const MAX_OPEN_FILES = 64;
+
+/** {@link Backend} over a local directory. */
+export class LocalBackend implements Backend {
+  private readonly handles = new Map<string, Promise<FileHandle>>();
+  private readonly knownDirs = new Set<string>();
+
+  constructor(readonly root: string) {}
+
+  get location(): string {
+    return this.root;
+  }
+
+  private path(name: string): string {
+    return join(this.root, name);
+  }
+
+  async read(name: string): Promise<Buffer> {
+    const fh = await this.openRead(name);
+    const { size } = await fh.stat();
+    return this.readRangeFrom(fh, name, 0, size);
+  }
+
+  async readRange(name: string, offset: number, length: number): Promise<Buffer> {
+    return this.readRangeFrom(await this.openRead(name), name, offset, length);
+  }
+
+  private async readRangeFrom(fh: FileHandle, name: string, offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+      if (bytesRead === 0) {
+        throw new VmvaultError('E_CORRUPT', `${name} is truncated: wanted ${length} bytes at ${offset}`, {
+          details: { object: name, offset, length },
+        });
+      }
+      done += bytesRead;
+    }
+    return buf;
+  }
+
+  private openRead(name: string): Promise<FileHandle> {
+    let h = this.handles.get(name);
+    if (h) {
+      // refresh LRU position
+      this.handles.delete(name);
+      this.handles.set(name, h);
+      return h;
+    }
+    h = open(this.path(name), 'r').catch((err: unknown) => {
+      this.handles.delete(name);
+      if (errnoCode(err) === 'ENOENT') {
+        throw new VmvaultError('E_NOT_FOUND', `${name} does not exist in ${this.root}`, {
+          details: { object: name },
+        });
+      }
+      throw new VmvaultError('E_IO', `cannot open ${this.path(name)}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    });
+    this.handles.set(name, h);
+    if (this.handles.size > MAX_OPEN_FILES) {
+      const [oldest, p] = this.handles.entries().next().value as [string, Promise<FileHandle>];
+      this.handles.delete(oldest);
+      p.then((fh) => fh.close()).catch(() => {});
+    }
+    return h;
+  }
+
+  async write(name: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const final = this.path(name);
+    const dir = dirname(final);
+    if (!this.knownDirs.has(dir)) {
+      await mkdir(dir, { recursive: true });
+      this.knownDirs.add(dir);
+    }
+    const tmp = `${final}${TMP_MARK}${randomBytes(6).toString('hex')}`;
+    const fh = await open(tmp, 'wx');
+    try {
+      const parts = data instanceof Uint8Array ? [data] : data;
+      await fh.writev(parts as Uint8Array[]);
+      await fh.sync();
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      throw new VmvaultError('E_IO', `cannot write ${final}: ${(err as Error).message}`, { cause: err });
+    }
+    await fh.close();
+    await rename(tmp, final);
+    await syncDir(dir);
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await readdir(this.path(rel), { withFileTypes: true });
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return;
+        throw err;
+      }
+      for (const e of entries) {
+        const childRel = `${rel}/${e.name}`;
+        if (e.isDirectory()) await walk(childRel);
+        else if (e.isFile() && !e.name.includes(TMP_MARK)) {
+          const st = await stat(this.path(childRel)).catch(() => null);
+          if (st) out.push({ name: childRel, size: st.size, mtimeMs: st.mtimeMs });
+        }
+      }
+    };
+    await walk(prefix);
+    return out;
+  }
+
+  async stat(name: string): Promise<ObjectInfo | null> {
+    try {
+      const st = await stat(this.path(name));
+      return { name, size: st.size, mtimeMs: st.mtimeMs };
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async remove(name: string): Promise<void> {
+    const h = this.handles.get(name);
+    if (h) {
+      this.handles.delete(name);
+      await h.then((fh) => fh.close()).catch(() => {});
+    }
+    try {
+      await unlink(this.path(name));
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+  }
+
+  /** Removes temporary files that a crashed writer left behind. */
+  async removeStaleTemporaries(prefix: string, olderThanMs: number): Promise<number> {
+    let n = 0;
+    const walk = async (rel: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await readdir(this.path(rel), { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        const childRel = `${rel}/${e.name}`;
+        if (e.isDirectory()) await walk(childRel);
+        else if (e.name.includes(TMP_MARK)) {
+          const st = await stat(this.path(childRel)).catch(() => null);
+          if (st && Date.now() - st.mtimeMs > olderThanMs) {
+            await unlink(this.path(childRel)).catch(() => {});
+            n++;
+          }
+        }
+      }
+    };
+    await walk(prefix);
+    return n;
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(all.map((p) => p.then((fh) => fh.close()).catch(() => {})));
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,26 @@
+import { VmvaultError } from '../../core/index.js';
+import type { Command } from '../command.js';
+
+export const forgetCommand: Command = {
+  name: 'forget',
+  summary: 'remove restore points by id (run gc to free space)',
+  usage: 'forget <id>...',
+  options: {},
+  async run(ctx, args) {
+    if (args.length === 0) throw new VmvaultError('E_USAGE', 'forget takes one or more restore point ids');
+    const repo = await ctx.openRepo(false);
+    const lock = await repo.lock('shared', 'forget', ctx.lockWaitMs(), ctx.onLockWait);
+    try {
+      const points = await Promise.all(args.map((a) => repo.resolvePoint(a)));
+      for (const p of points) await repo.deletePoint(p.id);
+      (await ctx.openCatalog(repo)).close();
+      ctx.out({ removed: points.map((p) => p.id) }, () =>
+        points.map((p) => `removed ${p.id} (${p.name}, ${p.time})`).join('\n'),
+      );
+      return 0;
+    } finally {
+      await lock.release();
+      await repo.close();
+    }
+  },
+};

@@ -1,0 +1,142 @@
+/**
+ * The `vmvault` command: parses global options, dispatches to a sub-command and turns errors
+ * into a one-line message on stderr and a non-zero exit code.
+ */
+import { parseArgs } from 'node:util';
+import { VmvaultError, isVmvaultError } from '../core/index.js';
+import type { Command } from './command.js';
+import { backupCommand } from './commands/backup.js';
+import { forgetCommand } from './commands/forget.js';
+import { gcCommand } from './commands/gc.js';
+import { initCommand } from './commands/init.js';
+import { listCommand } from './commands/list.js';
+import { pruneCommand } from './commands/prune.js';
+import { restoreCommand } from './commands/restore.js';
+import { statsCommand } from './commands/stats.js';
+import { verifyCommand } from './commands/verify.js';
+import { Context, type GlobalOptions } from './context.js';
+
+const COMMANDS: Command[] = [
+  initCommand,
+  backupCommand,
+  listCommand,
+  restoreCommand,
+  verifyCommand,
+  pruneCommand,
+  forgetCommand,
+  gcCommand,
+  statsCommand,
+];
+
+const GLOBAL_OPTIONS = {
+  repo: { type: 'string' },
+  'password-file': { type: 'string' },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  'no-progress': { type: 'boolean' },
+  'lock-wait': { type: 'string' },
+  catalog: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Exit codes. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, damaged: 3, locked: 4 } as const;
+
+function help(): string {
+  const lines = [
+    'vmvault: backup and instant recovery for virtual machine disks',
+    '',
+    'usage: vmvault <command> [options]',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(9)} ${c.summary}`),
+    '',
+    'global options:',
+    '  --repo DIR            repository (or VMVAULT_REPO)',
+    '  --password-file FILE  passphrase of an encrypted repository (or VMVAULT_PASSWORD)',
+    '  --json                print JSON on stdout and nothing else',
+    '  -q, --quiet           print nothing but errors',
+    '  --no-progress         no progress line on the terminal',
+    '  --lock-wait SECONDS   how long to wait for a busy repository (default 3600)',
+    '  --catalog FILE        catalog database (default ~/.cache/vmvault/<repo-id>/catalog.db)',
+    '',
+    "'vmvault <command> --help' shows a command's usage.",
+  ];
+  return lines.join('\n');
+}
+
+function commandHelp(c: Command): string {
+  return `usage: vmvault ${c.usage}\n\n${c.summary}`;
+}
+
+/** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const name = argv[0];
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    const c = COMMANDS.find((x) => x.name === argv[1]);
+    process.stdout.write(`${c ? commandHelp(c) : help()}\n`);
+    return EXIT.ok;
+  }
+  if (name === '--version' || name === 'version') {
+    process.stdout.write('vmvault 0.1.0\n');
+    return EXIT.ok;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  let json = argv.includes('--json');
+  try {
+    if (!cmd) throw new VmvaultError('E_USAGE', `unknown command '${name}'`, { hint: "see 'vmvault help'" });
+    let parsed: ReturnType<typeof parseArgs>;
+    try {
+      parsed = parseArgs({
+        args: argv.slice(1),
+        options: { ...GLOBAL_OPTIONS, ...cmd.options },
+        allowPositionals: true,
+        strict: true,
+      });
+    } catch (err) {
+      throw new VmvaultError('E_USAGE', `${(err as Error).message.split('\n')[0]}`, {
+        hint: `usage: vmvault ${cmd.usage}`,
+      });
+    }
+    const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
+    if (values.help) {
+      process.stdout.write(`${commandHelp(cmd)}\n`);
+      return EXIT.ok;
+    }
+    json = values.json === true;
+    const g: GlobalOptions = {
+      ...(values.repo !== undefined ? { repo: values.repo as string } : {}),
+      ...(values['password-file'] !== undefined
+        ? { 'password-file': values['password-file'] as string }
+        : {}),
+      json,
+      quiet: values.quiet === true,
+      progress: values['no-progress'] !== true,
+      ...(values['lock-wait'] !== undefined ? { 'lock-wait': values['lock-wait'] as string } : {}),
+      ...(values.catalog !== undefined ? { catalog: values.catalog as string } : {}),
+    };
+    return await cmd.run(new Context(g), parsed.positionals, values);
+  } catch (err) {
+    return reportError(err, json);
+  }
+}
+
+function reportError(err: unknown, json: boolean): number {
+  if (isVmvaultError(err)) {
+    process.stderr.write(`vmvault: ${err.oneLine()}\n`);
+    if (json)
+      process.stdout.write(
+        `${JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint ?? null, ...err.details } })}\n`,
+      );
+    if (err.code === 'E_USAGE') return EXIT.usage;
+    if (err.code === 'E_LOCKED') return EXIT.locked;
+    return EXIT.failure;
+  }
+  const e = err as NodeJS.ErrnoException;
+  const msg = e?.code ? `${e.message} (${e.code})` : String(e?.stack ?? err);
+  process.stderr.write(
+    `vmvault: unexpected error: ${msg.split('\n')[0]}; please report this with the command you ran\n`,
+  );
+  if (process.env.VMVAULT_DEBUG) process.stderr.write(`${e?.stack ?? ''}\n`);
+  return EXIT.failure;
+}

@@ -1,0 +1,107 @@
+/**
+ * The repository's `config` object: format version, chunking parameters and, for encrypted
+ * repositories, the KDF parameters and the master key sealed under the passphrase-derived key.
+ * It is plain JSON (no secrets in clear) so a repository describes itself.
+ */
+import { randomBytes } from 'node:crypto';
+import { VmvaultError } from '../core/index.js';
+import {
+  deriveKey,
+  type MasterKey,
+  masterKeyBytes,
+  masterKeyFromBytes,
+  newMasterKey,
+  seal,
+  unseal,
+} from './crypto.js';
+import { REPO_FORMAT_NAME, REPO_FORMAT_VERSION, SCRYPT_DEFAULTS } from './format.js';
+
+/** Contents of `config`. */
+export interface RepoConfig {
+  format: typeof REPO_FORMAT_NAME;
+  version: number;
+  id: string;
+  createdAt: string;
+  chunkSize: number;
+  packSize: number;
+  compression: { algorithm: 'zstd' | 'none'; level: number };
+  encryption: null | {
+    cipher: 'aes-256-gcm';
+    kdf: { name: 'scrypt'; N: number; r: number; p: number; salt: string };
+    /** Master key sealed with the passphrase-derived key (base64). */
+    sealedKey: string;
+  };
+}
+
+/** Creates a new config, with a new master key when a passphrase is given. */
+export async function createConfig(opts: {
+  chunkSize: number;
+  packSize: number;
+  compressionLevel: number;
+  passphrase: string | null;
+}): Promise<{ config: RepoConfig; key: MasterKey | null }> {
+  const base = {
+    format: REPO_FORMAT_NAME,
+    version: REPO_FORMAT_VERSION,
+    id: randomBytes(16).toString('hex'),
+    createdAt: new Date().toISOString(),
+    chunkSize: opts.chunkSize,
+    packSize: opts.packSize,
+    compression: { algorithm: opts.compressionLevel > 0 ? 'zstd' : 'none', level: opts.compressionLevel },
+  } as const;
+  if (opts.passphrase === null) return { config: { ...base, encryption: null }, key: null };
+  const salt = randomBytes(32);
+  const kek = await deriveKey(opts.passphrase, salt, SCRYPT_DEFAULTS);
+  const key = newMasterKey();
+  return {
+    config: {
+      ...base,
+      encryption: {
+        cipher: 'aes-256-gcm',
+        kdf: { name: 'scrypt', ...SCRYPT_DEFAULTS, salt: salt.toString('base64') },
+        sealedKey: seal(kek, masterKeyBytes(key)).toString('base64'),
+      },
+    },
+    key,
+  };
+}
+
+/** Parses and checks `config`. */
+export function parseConfig(data: Buffer, where: string): RepoConfig {
+  let c: RepoConfig;
+  try {
+    c = JSON.parse(data.toString('utf8')) as RepoConfig;
+  } catch {
+    throw new VmvaultError('E_CORRUPT', `${where}/config is not valid JSON`);
+  }
+  if (c.format !== REPO_FORMAT_NAME) {
+    throw new VmvaultError('E_NO_REPO', `${where} is not a vmvault repository`);
+  }
+  if (c.version !== REPO_FORMAT_VERSION) {
+    throw new VmvaultError(
+      'E_REPO_VERSION',
+      `${where} has repository format ${c.version}; this vmvault reads ${REPO_FORMAT_VERSION}`,
+      {
+        hint: 'use a vmvault release that supports it',
+      },
+    );
+  }
+  const pow2 = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+  if (!pow2(c.chunkSize) || c.chunkSize < 4096 || c.chunkSize > 16 << 20) {
+    throw new VmvaultError('E_CORRUPT', `${where}/config has an invalid chunk size ${c.chunkSize}`);
+  }
+  return c;
+}
+
+/** Unlocks the master key of an encrypted repository; E_BAD_PASSWORD on a wrong passphrase. */
+export async function unlockKey(c: RepoConfig, passphrase: string): Promise<MasterKey> {
+  const enc = c.encryption!;
+  const kek = await deriveKey(passphrase, Buffer.from(enc.kdf.salt, 'base64'), enc.kdf);
+  const raw = unseal(kek, Buffer.from(enc.sealedKey, 'base64'));
+  if (!raw) {
+    throw new VmvaultError('E_BAD_PASSWORD', 'wrong passphrase for this repository', {
+      hint: 'check VMVAULT_PASSWORD or --password-file',
+    });
+  }
+  return masterKeyFromBytes(raw);
+}

@@ -1,0 +1,110 @@
+/**
+ * Keys, digests and sealing. A plain repository names chunks by SHA-256 of their content; an
+ * encrypted one by HMAC-SHA-256 under a key only the passphrase unlocks, and seals every blob,
+ * trailer, index and manifest with AES-256-GCM.
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt } from 'node:crypto';
+import { VmvaultError } from '../core/index.js';
+import { DIGEST_SIZE, NONCE_SIZE, TAG_SIZE } from './format.js';
+
+/** The secret key material of an encrypted repository. */
+export interface MasterKey {
+  /** AES-256-GCM key for sealing. */
+  encryption: Buffer;
+  /** HMAC-SHA-256 key for chunk digests. */
+  mac: Buffer;
+}
+
+/** Serialised form of a {@link MasterKey} (64 bytes). */
+export function masterKeyBytes(k: MasterKey): Buffer {
+  return Buffer.concat([k.encryption, k.mac]);
+}
+
+/** Parses 64 key bytes into a {@link MasterKey}. */
+export function masterKeyFromBytes(b: Uint8Array): MasterKey {
+  const buf = Buffer.from(b);
+  if (buf.length !== 64) throw new VmvaultError('E_CORRUPT', 'key material has the wrong length');
+  return { encryption: buf.subarray(0, 32), mac: buf.subarray(32, 64) };
+}
+
+/** A new random master key. */
+export function newMasterKey(): MasterKey {
+  return masterKeyFromBytes(randomBytes(64));
+}
+
+/** Derives a 32-byte key-encryption key from a passphrase with scrypt. */
+export function deriveKey(
+  passphrase: string,
+  salt: Buffer,
+  params: { N: number; r: number; p: number },
+): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    scrypt(
+      passphrase.normalize('NFC'),
+      salt,
+      32,
+      { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + 64 * 1024 * 1024 },
+      (err, key) => (err ? reject(err) : resolve(key)),
+    );
+  });
+}
+
+/** Computes the content digest of a chunk or page: SHA-256, or HMAC-SHA-256 when keyed. */
+export function digestOf(data: Uint8Array, macKey: Buffer | null): Buffer {
+  return macKey
+    ? createHmac('sha256', macKey).update(data).digest()
+    : createHash('sha256').update(data).digest();
+}
+
+/** Plain SHA-256, for names of packs and index files and plain-text checksums. */
+export function sha256(data: Uint8Array | readonly Uint8Array[]): Buffer {
+  const h = createHash('sha256');
+  if (data instanceof Uint8Array) h.update(data);
+  else for (const part of data) h.update(part);
+  return h.digest();
+}
+
+/** Encrypts `plain` as nonce ‖ ciphertext ‖ tag. */
+export function seal(key: Buffer, plain: Uint8Array | readonly Uint8Array[]): Buffer {
+  const nonce = randomBytes(NONCE_SIZE);
+  const c = createCipheriv('aes-256-gcm', key, nonce);
+  const parts: Buffer[] = [nonce];
+  if (plain instanceof Uint8Array) parts.push(c.update(plain));
+  else for (const p of plain) parts.push(c.update(p));
+  parts.push(c.final(), c.getAuthTag());
+  return Buffer.concat(parts);
+}
+
+/**
+ * Decrypts a sealed buffer. Returns `null` when authentication fails (wrong key or damaged
+ * bytes): callers turn that into the error that fits (bad password, corrupt chunk...).
+ */
+export function unseal(key: Buffer, sealed: Uint8Array): Buffer | null {
+  if (sealed.length < NONCE_SIZE + TAG_SIZE) return null;
+  const buf = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
+  const nonce = buf.subarray(0, NONCE_SIZE);
+  const tag = buf.subarray(buf.length - TAG_SIZE);
+  const body = buf.subarray(NONCE_SIZE, buf.length - TAG_SIZE);
+  try {
+    const d = createDecipheriv('aes-256-gcm', key, nonce);
+    d.setAuthTag(tag);
+    return Buffer.concat([d.update(body), d.final()]);
+  } catch {
+    return null;
+  }
+}
+
+/** Overhead that {@link seal} adds to its input. */
+export const SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE;
+
+/** Hex form of a digest. */
+export function hex(d: Uint8Array): string {
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('hex');
+}
+
+/** Parses a 64-character hex digest. */
+export function fromHex(h: string): Buffer {
+  const b = Buffer.from(h, 'hex');
+  if (b.length !== DIGEST_SIZE) throw new VmvaultError('E_CORRUPT', `not a digest: ${h}`);
+  return b;
+}

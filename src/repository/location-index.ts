@@ -1,0 +1,150 @@
+/**
+ * The chunk location index (the "middle map"): digest → pack, offset, length. Kept in memory,
+ * persisted as immutable segment files under index/. Restore points never name packs, so gc and
+ * compaction move blobs by writing new segments only.
+ *
+ *   segment = "VVINDEX\1" | body (sealed when encrypted, else body ‖ SHA-256(body))
+ *   body    = u32 packCount, then per pack: 32-byte pack id, pack trailer entry table
+ */
+import type { Backend } from '../backends/index.js';
+import { VmvaultError } from '../core/index.js';
+import { seal, sha256, unseal } from './crypto.js';
+import { INDEX_MAGIC } from './format.js';
+import { decodeEntries, encodeEntries, type PackEntry } from './pack.js';
+
+/** Where one blob lives. */
+export interface BlobLocation {
+  pack: string;
+  entry: PackEntry;
+}
+
+/** The blobs of one pack, as recorded in an index segment. */
+export interface PackRecord {
+  pack: string;
+  entries: PackEntry[];
+}
+
+/** In-memory location index with its persisted segments. */
+export class LocationIndex {
+  private readonly map = new Map<string, BlobLocation>();
+  private readonly packs = new Map<string, PackEntry[]>();
+  /** Packs added since the last segment was written. */
+  private pending: PackRecord[] = [];
+  /** Segment object names this index was loaded from or wrote. */
+  readonly segments = new Set<string>();
+
+  /** Number of blobs indexed. */
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** Pack ids that the index knows. */
+  packIds(): IterableIterator<string> {
+    return this.packs.keys();
+  }
+
+  /** Entries of one pack, if indexed. */
+  packEntries(pack: string): readonly PackEntry[] | undefined {
+    return this.packs.get(pack);
+  }
+
+  has(digest: Buffer): boolean {
+    return this.map.has(digest.toString('latin1'));
+  }
+
+  get(digest: Buffer): BlobLocation | undefined {
+    return this.map.get(digest.toString('latin1'));
+  }
+
+  /** Records a pack's blobs. `persisted` is false for packs not yet in any segment. */
+  addPack(pack: string, entries: PackEntry[], persisted: boolean): void {
+    if (this.packs.has(pack)) return;
+    this.packs.set(pack, entries);
+    for (const entry of entries) {
+      const k = entry.digest.toString('latin1');
+      if (!this.map.has(k)) this.map.set(k, { pack, entry });
+    }
+    if (!persisted) this.pending.push({ pack, entries });
+  }
+
+  /** True when packs were added that no segment records yet. */
+  get hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  /** Loads every segment from the backend. */
+  async load(backend: Backend, key: Buffer | null): Promise<void> {
+    const objects = await backend.list('index');
+    await Promise.all(
+      objects.map(async (o) => {
+        const data = await backend.read(o.name);
+        for (const rec of decodeSegment(data, key, o.name)) this.addPack(rec.pack, rec.entries, true);
+        this.segments.add(o.name);
+      }),
+    );
+  }
+
+  /** Writes the pending packs as a new segment (after their pack files are durable). */
+  async flush(backend: Backend, key: Buffer | null): Promise<string | null> {
+    if (this.pending.length === 0) return null;
+    const recs = this.pending;
+    const name = await writeSegment(backend, key, recs);
+    this.pending = [];
+    this.segments.add(name);
+    return name;
+  }
+}
+
+/** Encodes and writes one segment; returns its object name. */
+export async function writeSegment(
+  backend: Backend,
+  key: Buffer | null,
+  recs: readonly PackRecord[],
+): Promise<string> {
+  const parts: Buffer[] = [];
+  const count = Buffer.alloc(4);
+  count.writeUInt32LE(recs.length, 0);
+  parts.push(count);
+  for (const r of recs) {
+    parts.push(Buffer.from(r.pack, 'hex'), encodeEntries(r.entries));
+  }
+  const body = Buffer.concat(parts);
+  const sealed = key ? seal(key, body) : Buffer.concat([body, sha256(body)]);
+  const file = Buffer.concat([INDEX_MAGIC, sealed]);
+  const name = `index/${sha256(file).toString('hex')}`;
+  await backend.write(name, file);
+  return name;
+}
+
+/** Parses one segment file. */
+export function decodeSegment(data: Buffer, key: Buffer | null, name: string): PackRecord[] {
+  const bad = (why: string): never => {
+    throw new VmvaultError('E_INDEX_CORRUPT', `index segment ${name} is damaged: ${why}`, {
+      hint: "run 'vmvault repair-index' to rebuild the index from the packs",
+    });
+  };
+  if (!data.subarray(0, INDEX_MAGIC.length).equals(INDEX_MAGIC)) bad('bad magic');
+  const rest = data.subarray(INDEX_MAGIC.length);
+  let body: Buffer;
+  if (key) {
+    const b = unseal(key, rest);
+    if (!b) return bad('authentication failed');
+    body = b;
+  } else {
+    if (rest.length < 36) bad('too short');
+    body = rest.subarray(0, rest.length - 32);
+    if (!sha256(body).equals(rest.subarray(rest.length - 32))) bad('checksum mismatch');
+  }
+  const n = body.readUInt32LE(0);
+  let p = 4;
+  const out: PackRecord[] = [];
+  for (let i = 0; i < n; i++) {
+    if (p + 32 > body.length) bad('truncated');
+    const pack = body.subarray(p, p + 32).toString('hex');
+    const entries: PackEntry[] = [];
+    p = decodeEntries(body, p + 32, entries, name);
+    out.push({ pack, entries });
+  }
+  if (p !== body.length) bad('trailing bytes');
+  return out;
+}

@@ -1,0 +1,7 @@
+/** Public surface of `restore`: getting disks back out of restore points. */
+export {
+  restoreDisk,
+  type RestoreOptions,
+  type RestoreProgress,
+  type RestoreResult,
+} from './restore-disk.js';
