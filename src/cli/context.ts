@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Catalog, defaultCatalogPath } from '../catalog/index.js';
 import { VmvaultError } from '../core/index.js';
-import { Repository } from '../repository/index.js';
+import { type LockKind, Repository } from '../repository/index.js';
 import { ProgressLine } from './progress.js';
 
 /** Options every command accepts. */
@@ -51,6 +51,29 @@ export class Context {
   /** Opens the repository. */
   openRepo(loadIndex = true): Promise<Repository> {
     return Repository.open(this.repoPath(), { passphrase: this.passphrase(), loadIndex });
+  }
+
+  /**
+   * Opens the repository, takes a lock of `kind` and runs `fn`; releases the lock and closes
+   * the repository however `fn` ends.
+   */
+  async withRepo<T>(
+    kind: LockKind,
+    command: string,
+    fn: (repo: Repository) => Promise<T>,
+    loadIndex = true,
+  ): Promise<T> {
+    const repo = await this.openRepo(loadIndex);
+    try {
+      const lock = await repo.lock(kind, command, this.lockWaitMs(), this.onLockWait);
+      try {
+        return await fn(repo);
+      } finally {
+        await lock.release();
+      }
+    } finally {
+      await repo.close();
+    }
   }
 
   /** Opens the catalog of `repo`, synced with its manifests. */

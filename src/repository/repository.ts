@@ -92,30 +92,35 @@ export class Repository {
     opts: { passphrase: string | null; loadIndex?: boolean },
   ): Promise<Repository> {
     const backend = new LocalBackend(path);
-    let raw: Buffer;
     try {
-      raw = await backend.read('config');
-    } catch (err) {
-      if ((err as VmvaultError).code === 'E_NOT_FOUND') {
-        throw new VmvaultError('E_NO_REPO', `no vmvault repository at ${path}`, {
-          hint: "create one with 'vmvault init', or set --repo / VMVAULT_REPO",
-        });
+      let raw: Buffer;
+      try {
+        raw = await backend.read('config');
+      } catch (err) {
+        if ((err as VmvaultError).code === 'E_NOT_FOUND') {
+          throw new VmvaultError('E_NO_REPO', `no vmvault repository at ${path}`, {
+            hint: "create one with 'vmvault init', or set --repo / VMVAULT_REPO",
+          });
+        }
+        throw err;
       }
+      const config = parseConfig(raw, path);
+      let key: MasterKey | null = null;
+      if (config.encryption) {
+        if (opts.passphrase === null) {
+          throw new VmvaultError('E_PASSWORD_REQUIRED', `the repository at ${path} is encrypted`, {
+            hint: 'set VMVAULT_PASSWORD or pass --password-file FILE',
+          });
+        }
+        key = await unlockKey(config, opts.passphrase);
+      }
+      const repo = new Repository(backend, config, key);
+      if (opts.loadIndex !== false) await repo.index.load(backend, repo.sealKey);
+      return repo;
+    } catch (err) {
+      await backend.close();
       throw err;
     }
-    const config = parseConfig(raw, path);
-    let key: MasterKey | null = null;
-    if (config.encryption) {
-      if (opts.passphrase === null) {
-        throw new VmvaultError('E_PASSWORD_REQUIRED', `the repository at ${path} is encrypted`, {
-          hint: 'set VMVAULT_PASSWORD or pass --password-file FILE',
-        });
-      }
-      key = await unlockKey(config, opts.passphrase);
-    }
-    const repo = new Repository(backend, config, key);
-    if (opts.loadIndex !== false) await repo.index.load(backend, repo.sealKey);
-    return repo;
   }
 
   /** AES key for sealing, or null. */

@@ -11,53 +11,51 @@ export const backupCommand: Command = {
   usage: 'backup <path> [--name NAME] [--tag TAG]...',
   options: { name: { type: 'string' }, tag: { type: 'string', multiple: true } },
   async run(ctx, args, v) {
-    if (args.length !== 1)
+    if (args.length !== 1) {
       throw new VmvaultError('E_USAGE', 'backup takes one source path', {
         hint: 'vmvault backup <path> [--name NAME]',
       });
+    }
     const path = args[0]!;
     const name = (v.name as string | undefined) ?? basename(path);
-    const source = await RawFileSource.open(path);
-    const repo = await ctx.openRepo();
-    const lock = await repo.lock('shared', `backup ${name}`, ctx.lockWaitMs(), ctx.onLockWait);
-    const pool = new CodecPool(repo);
-    const bar = ctx.progress(`backup ${name}`);
-    try {
-      await repo.recoverOrphanPacks();
-      const r = await runBackup(repo, pool, [{ name: 'disk0', source }], {
-        name,
-        tags: (v.tag as string[] | undefined) ?? [],
-        onProgress: (p) => bar.update(p.done, p.total),
-      });
-      bar.done();
-      const cat = await ctx.openCatalog(repo);
-      cat.close();
-      const d = r.point.disks[0]!;
-      ctx.out(
-        {
-          id: r.point.id,
-          name: r.point.name,
-          time: r.point.time,
-          size: d.size,
-          bytesRead: r.bytesRead,
-          bytesStored: r.bytesStored,
-          durationMs: r.point.durationMs,
-          method: d.method,
-          reason: d.reason,
-          chunks: { new: d.stats.chunksNew, reused: d.stats.chunksReused, zero: d.stats.chunksZero },
-        },
-        () =>
-          `restore point ${r.point.id} of ${name}: ${formatBytes(d.size)} disk, read ${formatBytes(r.bytesRead)}, ` +
-          `stored ${formatBytes(r.bytesStored)} (${d.stats.chunksNew} new, ${d.stats.chunksReused} reused, ${d.stats.chunksZero} zero chunks) ` +
-          `in ${formatDuration(r.point.durationMs / 1000)}`,
-      );
-      return 0;
-    } finally {
-      bar.done();
-      await pool.close();
-      await source.close();
-      await lock.release();
-      await repo.close();
-    }
+    await ctx.withRepo('shared', `backup ${name}`, async (repo) => {
+      const source = await RawFileSource.open(path);
+      const pool = new CodecPool(repo);
+      const bar = ctx.progress(`backup ${name}`);
+      try {
+        await repo.recoverOrphanPacks();
+        const r = await runBackup(repo, pool, [{ name: 'disk0', source }], {
+          name,
+          tags: (v.tag as string[] | undefined) ?? [],
+          onProgress: (p) => bar.update(p.done, p.total),
+        });
+        bar.done();
+        (await ctx.openCatalog(repo)).close();
+        const d = r.point.disks[0]!;
+        ctx.out(
+          {
+            id: r.point.id,
+            name: r.point.name,
+            time: r.point.time,
+            size: d.size,
+            bytesRead: r.bytesRead,
+            bytesStored: r.bytesStored,
+            durationMs: r.point.durationMs,
+            method: d.method,
+            reason: d.reason,
+            chunks: { new: d.stats.chunksNew, reused: d.stats.chunksReused, zero: d.stats.chunksZero },
+          },
+          () =>
+            `restore point ${r.point.id} of ${name}: ${formatBytes(d.size)} disk, read ${formatBytes(r.bytesRead)}, ` +
+            `stored ${formatBytes(r.bytesStored)} (${d.stats.chunksNew} new, ${d.stats.chunksReused} reused, ` +
+            `${d.stats.chunksZero} zero chunks) in ${formatDuration(r.point.durationMs / 1000)}`,
+        );
+      } finally {
+        bar.done();
+        await pool.close();
+        await source.close();
+      }
+    });
+    return 0;
   },
 };

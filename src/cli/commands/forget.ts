@@ -8,19 +8,19 @@ export const forgetCommand: Command = {
   options: {},
   async run(ctx, args) {
     if (args.length === 0) throw new VmvaultError('E_USAGE', 'forget takes one or more restore point ids');
-    const repo = await ctx.openRepo(false);
-    const lock = await repo.lock('shared', 'forget', ctx.lockWaitMs(), ctx.onLockWait);
-    try {
-      const points = await Promise.all(args.map((a) => repo.resolvePoint(a)));
-      for (const p of points) await repo.deletePoint(p.id);
-      (await ctx.openCatalog(repo)).close();
-      ctx.out({ removed: points.map((p) => p.id) }, () =>
-        points.map((p) => `removed ${p.id} (${p.name}, ${p.time})`).join('\n'),
-      );
-      return 0;
-    } finally {
-      await lock.release();
-      await repo.close();
-    }
+    return ctx.withRepo(
+      'shared',
+      'forget',
+      async (repo) => {
+        const points = await Promise.all(args.map((a) => repo.resolvePoint(a)));
+        for (const p of points) await repo.deletePoint(p.id);
+        (await ctx.openCatalog(repo)).close();
+        ctx.out({ removed: points.map((p) => p.id) }, () =>
+          points.map((p) => `removed ${p.id} (${p.name}, ${p.time})`).join('\n'),
+        );
+        return 0;
+      },
+      false,
+    );
   },
 };

@@ -31,39 +31,39 @@ export const pruneCommand: Command = {
       });
     }
     const dryRun = v['dry-run'] === true;
-    const repo = await ctx.openRepo(false);
-    const lock = await repo.lock('shared', 'prune', ctx.lockWaitMs(), ctx.onLockWait);
-    try {
-      let points = await repo.listPoints();
-      const only = v.name as string | undefined;
-      if (only !== undefined) points = points.filter((p) => p.name === only);
-      const decisions = applyRetention(points, policy);
-      const removed = decisions.filter((d) => !d.keep);
-      if (!dryRun) for (const d of removed) await repo.deletePoint(d.point.id);
-      if (!dryRun) (await ctx.openCatalog(repo)).close();
-      ctx.out(
-        {
-          dryRun,
-          kept: decisions
-            .filter((d) => d.keep)
-            .map((d) => ({ id: d.point.id, name: d.point.name, time: d.point.time, reasons: d.reasons })),
-          removed: removed.map((d) => ({ id: d.point.id, name: d.point.name, time: d.point.time })),
-        },
-        () =>
-          `${table(
-            ['id', 'name', 'time', 'decision'],
-            decisions.map((d) => [
-              d.point.id.slice(0, 8),
-              d.point.name,
-              d.point.time,
-              d.keep ? `keep (${d.reasons.join(', ')})` : dryRun ? 'would remove' : 'removed',
-            ]),
-          )}\n${dryRun ? 'dry run: nothing removed' : `removed ${removed.length} restore point(s); run 'vmvault gc' to free their space`}`,
-      );
-      return 0;
-    } finally {
-      await lock.release();
-      await repo.close();
-    }
+    return ctx.withRepo(
+      'shared',
+      'prune',
+      async (repo) => {
+        let points = await repo.listPoints();
+        const only = v.name as string | undefined;
+        if (only !== undefined) points = points.filter((p) => p.name === only);
+        const decisions = applyRetention(points, policy);
+        const removed = decisions.filter((d) => !d.keep);
+        if (!dryRun) for (const d of removed) await repo.deletePoint(d.point.id);
+        if (!dryRun) (await ctx.openCatalog(repo)).close();
+        ctx.out(
+          {
+            dryRun,
+            kept: decisions
+              .filter((d) => d.keep)
+              .map((d) => ({ id: d.point.id, name: d.point.name, time: d.point.time, reasons: d.reasons })),
+            removed: removed.map((d) => ({ id: d.point.id, name: d.point.name, time: d.point.time })),
+          },
+          () =>
+            `${table(
+              ['id', 'name', 'time', 'decision'],
+              decisions.map((d) => [
+                d.point.id.slice(0, 8),
+                d.point.name,
+                d.point.time,
+                d.keep ? `keep (${d.reasons.join(', ')})` : dryRun ? 'would remove' : 'removed',
+              ]),
+            )}\n${dryRun ? 'dry run: nothing removed' : `removed ${removed.length} restore point(s); run 'vmvault gc' to free their space`}`,
+        );
+        return 0;
+      },
+      false,
+    );
   },
 };

@@ -9,49 +9,50 @@ export const restoreCommand: Command = {
   usage: 'restore <id> <target> [--disk NAME] [--force]',
   options: { disk: { type: 'string' }, force: { type: 'boolean' } },
   async run(ctx, args, v) {
-    if (args.length !== 2)
+    if (args.length !== 2) {
       throw new VmvaultError('E_USAGE', 'restore takes a restore point id and a target', {
         hint: 'vmvault restore <id> <target>',
       });
-    const repo = await ctx.openRepo();
-    const lock = await repo.lock('shared', `restore ${args[0]}`, ctx.lockWaitMs(), ctx.onLockWait);
-    const pool = new CodecPool(repo);
-    const bar = ctx.progress(`restore ${args[0]}`);
-    try {
+    }
+    await ctx.withRepo('shared', `restore ${args[0]}`, async (repo) => {
       const point = await repo.resolvePoint(args[0]!);
       const diskName = v.disk as string | undefined;
       const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-      if (!disk)
+      if (!disk) {
         throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`, {
-          hint: `disks: ${point.disks.map((d) => d.name).join(', ')}`,
+          hint: `its disks: ${point.disks.map((d) => d.name).join(', ')}`,
         });
-      const started = Date.now();
-      const r = await restoreDisk(repo, pool, disk, args[1]!, {
-        force: v.force === true,
-        onProgress: (p) => bar.update(p.done, p.total),
-      });
-      bar.done();
-      const ms = Date.now() - started;
-      ctx.out(
-        {
-          id: point.id,
-          name: point.name,
-          disk: disk.name,
-          target: r.target,
-          size: r.size,
-          bytesWritten: r.bytesWritten,
-          chunks: r.chunks,
-          durationMs: ms,
-        },
-        () =>
-          `restored ${point.id} (${point.name}, ${formatBytes(r.size)}) to ${r.target}: wrote ${formatBytes(r.bytesWritten)} in ${formatDuration(ms / 1000)}`,
-      );
-      return 0;
-    } finally {
-      bar.done();
-      await pool.close();
-      await lock.release();
-      await repo.close();
-    }
+      }
+      const pool = new CodecPool(repo);
+      const bar = ctx.progress(`restore ${point.id.slice(0, 8)}`);
+      try {
+        const started = Date.now();
+        const r = await restoreDisk(repo, pool, disk, args[1]!, {
+          force: v.force === true,
+          onProgress: (p) => bar.update(p.done, p.total),
+        });
+        bar.done();
+        const ms = Date.now() - started;
+        ctx.out(
+          {
+            id: point.id,
+            name: point.name,
+            disk: disk.name,
+            target: r.target,
+            size: r.size,
+            bytesWritten: r.bytesWritten,
+            chunks: r.chunks,
+            durationMs: ms,
+          },
+          () =>
+            `restored ${point.id} (${point.name}, ${formatBytes(r.size)}) to ${r.target}: ` +
+            `wrote ${formatBytes(r.bytesWritten)} in ${formatDuration(ms / 1000)}`,
+        );
+      } finally {
+        bar.done();
+        await pool.close();
+      }
+    });
+    return 0;
   },
 };
