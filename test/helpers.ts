@@ -52,6 +52,7 @@ export class Workspace {
   }
 
   /** Runs and expects success; returns parsed JSON when `--json` is among the args. */
+  // biome-ignore lint/suspicious/noExplicitAny: tests read whatever JSON a command prints
   ok(args: string[], env: NodeJS.ProcessEnv = {}): any {
     const r = this.run(args, env);
     if (r.code !== 0) throw new Error(`vmvault ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
