@@ -5,3 +5,4 @@ export {
   type RestoreProgress,
   type RestoreResult,
 } from './restore-disk.js';
+export { PointReader, type PointReaderOptions, type PointReaderStats } from './point-reader.js';
