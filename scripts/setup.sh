@@ -13,6 +13,7 @@ PACKAGES=(
   busybox-static linux-image-amd64   # the tiny test guest
   restic borgbackup zstd             # benchmark peers
   attr                               # setfattr for xattr tests
+  qemu-guest-agent cpio              # guest agent inside the test guest; cpio cross-check
 )
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
