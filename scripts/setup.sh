@@ -21,5 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-npm ci --no-audit --no-fund
+# npm install, not npm ci: the lock file lists only the platform packages (@biomejs/cli-*) that
+# the registry serves here, which npm ci rejects as out of sync. Versions still come from the lock.
+npm install --no-audit --no-fund
 npm run build

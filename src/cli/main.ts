@@ -10,6 +10,7 @@ import { forgetCommand } from './commands/forget.js';
 import { gcCommand } from './commands/gc.js';
 import { initCommand } from './commands/init.js';
 import { listCommand } from './commands/list.js';
+import { mountCommand } from './commands/mount.js';
 import { pruneCommand } from './commands/prune.js';
 import { restoreCommand } from './commands/restore.js';
 import { statsCommand } from './commands/stats.js';
@@ -21,6 +22,7 @@ const COMMANDS: Command[] = [
   backupCommand,
   listCommand,
   restoreCommand,
+  mountCommand,
   verifyCommand,
   pruneCommand,
   forgetCommand,

@@ -6,3 +6,4 @@ export {
   type RestoreResult,
 } from './restore-disk.js';
 export { PointReader, type PointReaderOptions, type PointReaderStats } from './point-reader.js';
+export { PointExport } from './point-export.js';
