@@ -11,6 +11,7 @@ import {
   type CodecPool,
   type DiskRecord,
   digestOf,
+  fromHex,
   hex,
   type Repository,
   TreeBuilder,
@@ -40,6 +41,11 @@ export interface BackupDiskOptions {
   segmentSize?: number;
   /** Chunks being encoded at once; default 64. */
   maxInFlight?: number;
+  /**
+   * The same disk in the parent restore point. Ranges the source reports as `unchanged` take
+   * their chunk digests from it instead of being read.
+   */
+  parent?: DiskRecord;
 }
 
 const ZEROS = Buffer.alloc(16 << 20);
@@ -90,28 +96,57 @@ export async function backupDisk(
     await tree.set(index, digest);
   };
 
-  // Chunk runs that hold data, from the source's extents.
-  const runs = chunkRuns(source, cs, chunkCount);
-  let nextRead: Promise<{ first: number; buf: Buffer } | null> | null = null;
-  const readSegment = async (first: number, count: number): Promise<{ first: number; buf: Buffer }> => {
+  // Chunk runs to read or to copy from the parent, from the source's extents.
+  const parentTree = opts.parent
+    ? repo.treeReader(fromHex(opts.parent.root), opts.parent.size, opts.parent.chunkSize)
+    : null;
+  if (opts.parent && opts.parent.chunkSize !== cs) {
+    throw new VmvaultError('E_INTERNAL', 'parent restore point was cut with another chunk size');
+  }
+  const runs = chunkRuns(source, cs, chunkCount, parentTree !== null);
+  type Item = { kind: 'read'; first: number; buf: Buffer } | { kind: 'copy'; first: number; count: number };
+  const readSegment = async (first: number, count: number): Promise<Item> => {
     const start = first * cs;
     const len = Math.min(count * cs, size - start);
     const buf = Buffer.allocUnsafeSlow(len);
     await source.readInto(buf, start);
     stats.bytesRead += len;
-    return { first, buf };
+    return { kind: 'read', first, buf };
   };
 
-  // Segments to read, generated lazily from the runs.
-  const segments = (async function* () {
-    for await (const [a, b] of runs) {
-      for (let s = a; s < b; s += segChunks) yield [s, Math.min(segChunks, b - s)] as const;
+  // Work items generated lazily from the runs: reads cut into segments, copies whole.
+  const items = (async function* () {
+    for await (const r of runs) {
+      if (r.kind === 'copy') {
+        yield { kind: 'copy', first: r.first, count: r.end - r.first } as const;
+        continue;
+      }
+      for (let a = r.first; a < r.end; a += segChunks)
+        yield { kind: 'read', first: a, count: Math.min(segChunks, r.end - a) } as const;
     }
   })();
-  const startNext = async (): Promise<{ first: number; buf: Buffer } | null> => {
-    const n = await segments.next();
+  const startNext = async (): Promise<Item | null> => {
+    const n = await items.next();
     if (n.done) return null;
-    return readSegment(n.value[0], n.value[1]);
+    return n.value.kind === 'read' ? readSegment(n.value.first, n.value.count) : n.value;
+  };
+  let nextRead: Promise<Item | null> | null = null;
+
+  const copyFromParent = async (first: number, count: number): Promise<void> => {
+    for (let i = first; i < first + count; i++) {
+      const d = await parentTree!.lookup(i);
+      if (!d) {
+        stats.chunksZero++;
+        continue;
+      }
+      if (!repo.hasBlob(d)) {
+        throw new VmvaultError('E_CHUNK_MISSING', `chunk ${hex(d)} of the parent restore point is missing`, {
+          details: { digest: hex(d) },
+        });
+      }
+      stats.chunksReused++;
+      await tree.set(i, d);
+    }
   };
 
   try {
@@ -120,6 +155,12 @@ export async function backupDisk(
       const seg = await nextRead;
       if (!seg) break;
       nextRead = startNext(); // read ahead while this segment is hashed
+      if (seg.kind === 'copy') {
+        await copyFromParent(seg.first, seg.count);
+        progress.done = Math.min(size, (seg.first + seg.count) * cs);
+        opts.onProgress?.(progress);
+        continue;
+      }
       const n = Math.ceil(seg.buf.length / cs);
       for (let i = 0; i < n; i++) {
         await processChunk(seg.first + i, seg.buf.subarray(i * cs, Math.min((i + 1) * cs, seg.buf.length)));
@@ -160,22 +201,57 @@ export async function backupDisk(
   }
 }
 
-/** Yields [firstChunk, endChunk) runs of chunks that overlap data extents, merged and in order. */
+/** A run of chunks and what to do with them. */
+interface Run {
+  kind: 'read' | 'copy';
+  first: number;
+  end: number;
+}
+
+/**
+ * Yields runs of chunks in order: `read` for chunks that overlap a data extent, `copy` for
+ * chunks covered only by unchanged (and zero) extents when a parent exists. Chunks that overlap
+ * only zero extents are in no run. A chunk that overlaps a changed data extent is read even when
+ * another part of it is unchanged.
+ */
 async function* chunkRuns(
   source: DiskSource,
   cs: number,
   chunkCount: number,
-): AsyncGenerator<[number, number]> {
-  let cur: [number, number] | null = null;
-  for await (const e of source.extents()) {
-    if (!e.data || e.length === 0) continue;
-    const a = Math.floor(e.offset / cs);
-    const b = Math.min(chunkCount, Math.ceil((e.offset + e.length) / cs));
-    if (cur && a <= cur[1]) cur[1] = Math.max(cur[1], b);
+  haveParent: boolean,
+): AsyncGenerator<Run> {
+  let cur: Run | null = null;
+  // Chunk-level status, assigned in order; a chunk's status can only be raised (zero < copy < read).
+  let pending: Run | null = null;
+  const rank = { copy: 1, read: 2 } as const;
+  const emit = function* (r: Run): Generator<Run> {
+    if (r.first >= r.end) return;
+    if (cur && cur.kind === r.kind && r.first <= cur.end) cur.end = Math.max(cur.end, r.end);
     else {
       if (cur) yield cur;
-      cur = [a, b];
+      cur = { ...r };
     }
+  };
+  for await (const e of source.extents()) {
+    if (!e.data || e.length === 0) continue;
+    const kind: Run['kind'] = e.unchanged && haveParent ? 'copy' : 'read';
+    const a = Math.floor(e.offset / cs);
+    const b = Math.min(chunkCount, Math.ceil((e.offset + e.length) / cs));
+    if (pending && a < pending.end) {
+      // Overlaps the previous extent's last chunk: that chunk takes the higher status.
+      const shared: number = pending.end - 1;
+      if (rank[kind] > rank[pending.kind]) {
+        yield* emit({ kind: pending.kind, first: pending.first, end: shared });
+        pending = { kind, first: shared, end: b };
+        continue;
+      }
+      yield* emit(pending);
+      pending = { kind, first: pending.end, end: b };
+      continue;
+    }
+    if (pending) yield* emit(pending);
+    pending = { kind, first: a, end: b };
   }
+  if (pending) yield* emit(pending);
   if (cur) yield cur;
 }

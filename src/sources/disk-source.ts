@@ -1,6 +1,15 @@
 /** The interface every backup source implements: a disk to read, with its data extents. */
 import type { Extent } from '../core/index.js';
 
+/**
+ * An extent as a source reports it. `unchanged: true` (with `data: true`) marks a range the
+ * source knows has not changed since the parent restore point (a clean range of a dirty
+ * bitmap): the backup copies its chunk digests from the parent instead of reading it.
+ */
+export interface SourceExtent extends Extent {
+  unchanged?: boolean;
+}
+
 /** A disk that a backup reads. */
 export interface DiskSource {
   /** What kind of source ("file", "device", "nbd", "qemu-image"). */
@@ -13,9 +22,10 @@ export interface DiskSource {
   readonly size: number;
   /**
    * Extents covering [0, size) in order. Ranges with `data: false` are known to read as zeros
-   * and are not read. A source that cannot tell reports one data extent.
+   * and are not read. A source that cannot tell reports one data extent. Only a backup given a
+   * parent disk may receive `unchanged` extents; without one they are read like data.
    */
-  extents(): AsyncIterable<Extent>;
+  extents(): AsyncIterable<SourceExtent>;
   /** Reads into `buf` from `offset`, exactly `buf.length` bytes (the range is inside the disk). */
   readInto(buf: Buffer, offset: number): Promise<void>;
   close(): Promise<void>;

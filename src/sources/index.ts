@@ -1,3 +1,3 @@
 /** Public surface of `sources`: disks that backups read. */
-export type { DiskSource } from './disk-source.js';
+export type { DiskSource, SourceExtent } from './disk-source.js';
 export { RawFileSource } from './raw-file.js';
