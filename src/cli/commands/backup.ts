@@ -2,8 +2,9 @@ import { basename } from 'node:path';
 import { runBackup } from '../../backup/index.js';
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { CodecPool } from '../../repository/index.js';
-import { RawFileSource } from '../../sources/index.js';
+import { openSource } from '../../sources/index.js';
 import type { Command } from '../command.js';
+import { backupVmCommand } from './backup-vm.js';
 
 export const backupCommand: Command = {
   name: 'backup',
@@ -17,9 +18,10 @@ export const backupCommand: Command = {
       });
     }
     const path = args[0]!;
+    if (path.startsWith('qmp:')) return backupVmCommand(ctx, path, v);
     const name = (v.name as string | undefined) ?? basename(path);
     await ctx.withRepo('shared', `backup ${name}`, async (repo) => {
-      const source = await RawFileSource.open(path);
+      const source = await openSource(path);
       const pool = new CodecPool(repo);
       const bar = ctx.progress(`backup ${name}`);
       try {
