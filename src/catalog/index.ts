@@ -1,2 +1,2 @@
 /** Public surface of `catalog`: the SQLite index over restore points. */
-export { Catalog, type CatalogPoint, defaultCatalogPath } from './catalog.js';
+export { Catalog, type CatalogPoint, type FoundFile, defaultCatalogPath } from './catalog.js';

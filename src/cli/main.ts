@@ -6,6 +6,8 @@ import { parseArgs } from 'node:util';
 import { VmvaultError, isVmvaultError } from '../core/index.js';
 import type { Command } from './command.js';
 import { backupCommand } from './commands/backup.js';
+import { filesCommand } from './commands/files.js';
+import { findCommand } from './commands/find.js';
 import { forgetCommand } from './commands/forget.js';
 import { gcCommand } from './commands/gc.js';
 import { initCommand } from './commands/init.js';
@@ -23,6 +25,8 @@ const COMMANDS: Command[] = [
   listCommand,
   restoreCommand,
   mountCommand,
+  filesCommand,
+  findCommand,
   verifyCommand,
   pruneCommand,
   forgetCommand,

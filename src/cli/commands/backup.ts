@@ -4,6 +4,7 @@ import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { CodecPool } from '../../repository/index.js';
 import { openSource } from '../../sources/index.js';
 import type { Command } from '../command.js';
+import { indexPointFiles, sourceReader } from '../index-files.js';
 import { backupVmCommand } from './backup-vm.js';
 
 export const backupCommand: Command = {
@@ -32,7 +33,21 @@ export const backupCommand: Command = {
           onProgress: (p) => bar.update(p.done, p.total),
         });
         bar.done();
-        (await ctx.openCatalog(repo)).close();
+        const cat = await ctx.openCatalog(repo);
+        try {
+          // The file index reads filesystem metadata from the source, which is still open.
+          await indexPointFiles(
+            cat,
+            r.point.id,
+            r.point.disks.map((disk) => ({ disk, reader: sourceReader(source) })),
+            (vol, err) => {
+              if (!ctx.opts.quiet)
+                process.stderr.write(`vmvault: not indexing files of ${vol}: ${(err as Error).message}\n`);
+            },
+          );
+        } finally {
+          cat.close();
+        }
         const d = r.point.disks[0]!;
         ctx.out(
           {

@@ -1,0 +1,47 @@
+/** Glue between the file index (src/files) and the catalog, used by backup and find. */
+import type { Catalog } from '../catalog/index.js';
+import type { BlockReader } from '../core/index.js';
+import { indexFiles } from '../files/index.js';
+import type { DiskRecord, Repository } from '../repository/index.js';
+import { PointReader } from '../restore/index.js';
+import type { DiskSource } from '../sources/index.js';
+
+/** A {@link BlockReader} over a backup source (reads go to the source, e.g. the image file). */
+export function sourceReader(source: DiskSource): BlockReader {
+  return {
+    size: source.size,
+    async read(offset: number, length: number): Promise<Buffer> {
+      const buf = Buffer.alloc(length);
+      await source.readInto(buf, offset);
+      return buf;
+    },
+  };
+}
+
+/** Indexes the files of a point into the catalog; returns the number of entries. */
+export async function indexPointFiles(
+  catalog: Catalog,
+  pointId: string,
+  disks: readonly { disk: DiskRecord; reader: BlockReader }[],
+  onSkip?: (volume: string, err: unknown) => void,
+): Promise<number> {
+  const records = [];
+  for await (const r of indexFiles(disks, onSkip)) records.push(r);
+  return catalog.setFiles(pointId, records);
+}
+
+/** Indexes, from the repository, every point the catalog has no file index for yet. */
+export async function indexMissingPoints(repo: Repository, catalog: Catalog): Promise<number> {
+  let n = 0;
+  for (const id of catalog.unindexedPoints()) {
+    const point = await repo.readPoint(id).catch(() => null);
+    if (!point) continue;
+    await indexPointFiles(
+      catalog,
+      id,
+      point.disks.map((disk) => ({ disk, reader: new PointReader(repo, disk) })),
+    );
+    n++;
+  }
+  return n;
+}
