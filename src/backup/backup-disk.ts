@@ -10,11 +10,11 @@ import {
   BlobType,
   type CodecPool,
   type DiskRecord,
-  digestOf,
   fromHex,
   hex,
   type Repository,
   TreeBuilder,
+  ZERO_DIGEST,
 } from '../repository/index.js';
 import type { DiskSource } from '../sources/index.js';
 
@@ -48,7 +48,41 @@ export interface BackupDiskOptions {
   parent?: DiskRecord;
 }
 
-const ZEROS = Buffer.alloc(16 << 20);
+const DIGEST_SIZE = 32;
+
+/** A shared segment buffer; `refs` counts the segment itself and each chunk being encoded. */
+interface Slab {
+  shared: SharedArrayBuffer;
+  refs: number;
+}
+
+/** A fixed set of shared segment buffers, so reading allocates nothing per segment. */
+class SlabPool {
+  private readonly free: Slab[] = [];
+  private readonly waiters: ((s: Slab) => void)[] = [];
+
+  constructor(bytes: number, count: number) {
+    for (let i = 0; i < count; i++) this.free.push({ shared: new SharedArrayBuffer(bytes), refs: 0 });
+  }
+
+  acquire(): Promise<Slab> {
+    const s = this.free.pop();
+    if (s) {
+      s.refs = 1;
+      return Promise.resolve(s);
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(s: Slab): void {
+    if (--s.refs > 0) return;
+    const w = this.waiters.shift();
+    if (w) {
+      s.refs = 1;
+      w(s);
+    } else this.free.push(s);
+  }
+}
 
 /** Backs up one disk into `repo`; the caller flushes the repository and writes the manifest. */
 export async function backupDisk(
@@ -58,7 +92,6 @@ export async function backupDisk(
   opts: BackupDiskOptions,
 ): Promise<DiskRecord> {
   const cs = repo.config.chunkSize;
-  const macKey = repo.macKey;
   const size = source.size;
   const chunkCount = Math.ceil(size / cs);
   const segChunks = Math.max(1, Math.floor((opts.segmentSize ?? 4 << 20) / cs));
@@ -79,18 +112,27 @@ export async function backupDisk(
     progress.bytesStored = stats.bytesStored;
   };
 
-  const processChunk = async (index: number, data: Buffer): Promise<void> => {
-    if (data.equals(ZEROS.subarray(0, data.length))) {
+  /** Handles chunk `index` whose digest was computed by a worker (null: reads as zeros). */
+  const processChunk = async (
+    index: number,
+    digest: Buffer | null,
+    slab: Slab,
+    offset: number,
+    length: number,
+  ): Promise<void> => {
+    if (!digest) {
       stats.chunksZero++;
       return; // zero chunks are the default in the tree
     }
-    const digest = digestOf(data, macKey);
-    if (repo.hasBlob(digest) || queued.has(digest.toString('latin1'))) {
+    const key = digest.toString('latin1');
+    if (repo.hasBlob(digest) || queued.has(key)) {
       stats.chunksReused++;
     } else {
       stats.chunksNew++;
-      queued.add(digest.toString('latin1'));
-      queue.push({ digest, rawLength: data.length, encoded: pool.encode(new Uint8Array(data)) });
+      queued.add(key);
+      slab.refs++;
+      const encoded = pool.encodeShared(slab.shared, offset, length).finally(() => slabs.release(slab));
+      queue.push({ digest, rawLength: length, encoded });
       while (queue.length > maxInFlight) await drainOne();
     }
     await tree.set(index, digest);
@@ -104,14 +146,31 @@ export async function backupDisk(
     throw new VmvaultError('E_INTERNAL', 'parent restore point was cut with another chunk size');
   }
   const runs = chunkRuns(source, cs, chunkCount, parentTree !== null);
-  type Item = { kind: 'read'; first: number; buf: Buffer } | { kind: 'copy'; first: number; count: number };
+  type Item =
+    | { kind: 'read'; first: number; slab: Slab; length: number; digests: Buffer }
+    | { kind: 'copy'; first: number; count: number };
+  const segBytes = segChunks * cs;
+  const slabs = new SlabPool(segBytes, 6);
   const readSegment = async (first: number, count: number): Promise<Item> => {
     const start = first * cs;
     const len = Math.min(count * cs, size - start);
-    const buf = Buffer.allocUnsafeSlow(len);
-    await source.readInto(buf, start);
-    stats.bytesRead += len;
-    return { kind: 'read', first, buf };
+    const slab = await slabs.acquire();
+    try {
+      await source.readInto(Buffer.from(slab.shared, 0, len), start);
+      stats.bytesRead += len;
+      // Hash on the workers, the segment split between them at chunk boundaries.
+      const parts = Math.min(pool.size, Math.ceil(len / cs));
+      const per = Math.ceil(Math.ceil(len / cs) / parts) * cs;
+      const hashed = await Promise.all(
+        Array.from({ length: parts }, (_, k) =>
+          pool.hashShared(slab.shared, k * per, Math.min(per, len - k * per), cs),
+        ),
+      );
+      return { kind: 'read', first, slab, length: len, digests: Buffer.concat(hashed) };
+    } catch (err) {
+      slabs.release(slab);
+      throw err;
+    }
   };
 
   // Work items generated lazily from the runs: reads cut into segments, copies whole.
@@ -161,9 +220,21 @@ export async function backupDisk(
         opts.onProgress?.(progress);
         continue;
       }
-      const n = Math.ceil(seg.buf.length / cs);
-      for (let i = 0; i < n; i++) {
-        await processChunk(seg.first + i, seg.buf.subarray(i * cs, Math.min((i + 1) * cs, seg.buf.length)));
+      const n = Math.ceil(seg.length / cs);
+      try {
+        for (let i = 0; i < n; i++) {
+          const d = seg.digests.subarray(i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE);
+          const off = i * cs;
+          await processChunk(
+            seg.first + i,
+            d.equals(ZERO_DIGEST) ? null : Buffer.from(d),
+            seg.slab,
+            off,
+            Math.min(cs, seg.length - off),
+          );
+        }
+      } finally {
+        slabs.release(seg.slab); // the segment's own reference
       }
       progress.done = Math.min(size, (seg.first + n) * cs);
       progress.bytesRead = stats.bytesRead;

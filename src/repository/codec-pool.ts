@@ -95,6 +95,24 @@ export class CodecPool {
     return this.send({ op: 'encode', data: owned }, [owned.buffer as ArrayBuffer]);
   }
 
+  /**
+   * Hashes the chunks of `length` bytes at `offset` of a shared segment: 32 bytes per chunk,
+   * all-zero for chunks that read as zeros.
+   */
+  hashShared(shared: SharedArrayBuffer, offset: number, length: number, chunkSize: number): Promise<Buffer> {
+    return this.send({ op: 'hash', shared, offset, length, chunkSize }, []);
+  }
+
+  /** Encodes `length` bytes at `offset` of a shared segment (no copy, no transfer). */
+  encodeShared(shared: SharedArrayBuffer, offset: number, length: number): Promise<Buffer> {
+    return this.send({ op: 'encodeShared', shared, offset, length }, []);
+  }
+
+  /** Number of worker threads. */
+  get size(): number {
+    return this.slots.length;
+  }
+
   /** Decodes and checks a stored blob (transferred like {@link encode}'s input). */
   decode(stored: Uint8Array, digest: Buffer, rawLength: number, where: string): Promise<Buffer> {
     const owned = transferable(stored);

@@ -5,6 +5,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { VmvaultError } from '../core/index.js';
 import { BlobDecoder, BlobEncoder } from './blob-codec.js';
+import { digestOf } from './crypto.js';
+import { DIGEST_SIZE } from './format.js';
 
 interface Init {
   level: number;
@@ -15,13 +17,32 @@ interface Init {
 const init = workerData as Init;
 const key = init.key ? Buffer.from(init.key) : null;
 const encoder = new BlobEncoder(init.level, key);
-const decoder = new BlobDecoder(key, init.macKey ? Buffer.from(init.macKey) : null);
+const macKey = init.macKey ? Buffer.from(init.macKey) : null;
+const decoder = new BlobDecoder(key, macKey);
+const ZEROS = Buffer.alloc(16 << 20);
 
 type Request =
   | { id: number; op: 'encode'; data: Uint8Array }
-  | { id: number; op: 'decode'; data: Uint8Array; digest: Uint8Array; rawLength: number; where: string };
+  | { id: number; op: 'decode'; data: Uint8Array; digest: Uint8Array; rawLength: number; where: string }
+  | { id: number; op: 'hash'; shared: SharedArrayBuffer; offset: number; length: number; chunkSize: number }
+  | { id: number; op: 'encodeShared'; shared: SharedArrayBuffer; offset: number; length: number };
 
-function toTransferable(b: Buffer): Uint8Array {
+/**
+ * Digests of the chunks of a shared segment: 32 bytes per chunk, all zero for a chunk that
+ * reads as zeros (it is not hashed).
+ */
+function hashChunks(buf: Buffer, chunkSize: number): Uint8Array {
+  const n = Math.ceil(buf.length / chunkSize);
+  const out = new Uint8Array(n * DIGEST_SIZE);
+  for (let i = 0; i < n; i++) {
+    const c = buf.subarray(i * chunkSize, Math.min(buf.length, (i + 1) * chunkSize));
+    if (c.equals(ZEROS.subarray(0, c.length))) continue;
+    out.set(digestOf(c, macKey), i * DIGEST_SIZE);
+  }
+  return out;
+}
+
+function toTransferable(b: Uint8Array): Uint8Array {
   // Copy out of Node's shared pool when needed so the ArrayBuffer can be transferred.
   if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength) return b;
   return new Uint8Array(b);
@@ -29,11 +50,18 @@ function toTransferable(b: Buffer): Uint8Array {
 
 parentPort!.on('message', (req: Request) => {
   try {
-    const input = Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength);
-    const out =
-      req.op === 'encode'
-        ? encoder.encode(input)
-        : decoder.decode(input, Buffer.from(req.digest), req.rawLength, req.where);
+    let out: Buffer | Uint8Array;
+    if (req.op === 'hash') {
+      out = hashChunks(Buffer.from(req.shared, req.offset, req.length), req.chunkSize);
+    } else if (req.op === 'encodeShared') {
+      out = encoder.encode(Buffer.from(req.shared, req.offset, req.length));
+    } else {
+      const input = Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength);
+      out =
+        req.op === 'encode'
+          ? encoder.encode(input)
+          : decoder.decode(input, Buffer.from(req.digest), req.rawLength, req.where);
+    }
     const t = toTransferable(out);
     parentPort!.postMessage({ id: req.id, data: t }, [t.buffer as ArrayBuffer]);
   } catch (err) {

@@ -5,7 +5,7 @@ import type { Command } from '../command.js';
 export const initCommand: Command = {
   name: 'init',
   summary: 'create a repository (plain, or encrypted with --encrypt)',
-  usage: 'init [--encrypt] [--chunk-size 64K] [--compression-level 3]',
+  usage: 'init [--encrypt] [--chunk-size 64K] [--compression-level 1]',
   options: {
     encrypt: { type: 'boolean' },
     'chunk-size': { type: 'string' },
