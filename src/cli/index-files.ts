@@ -33,7 +33,9 @@ export async function indexPointFiles(
 /** Indexes, from the repository, every point the catalog has no file index for yet. */
 export async function indexMissingPoints(repo: Repository, catalog: Catalog): Promise<number> {
   let n = 0;
-  for (const id of catalog.unindexedPoints()) {
+  const ids = catalog.unindexedPoints();
+  if (ids.length > 0) await repo.loadIndex();
+  for (const id of ids) {
     const point = await repo.readPoint(id).catch(() => null);
     if (!point) continue;
     await indexPointFiles(

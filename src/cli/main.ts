@@ -5,33 +5,25 @@
 import { parseArgs } from 'node:util';
 import { VmvaultError, isVmvaultError } from '../core/index.js';
 import type { Command } from './command.js';
-import { backupCommand } from './commands/backup.js';
-import { filesCommand } from './commands/files.js';
-import { findCommand } from './commands/find.js';
-import { forgetCommand } from './commands/forget.js';
-import { gcCommand } from './commands/gc.js';
-import { initCommand } from './commands/init.js';
-import { listCommand } from './commands/list.js';
-import { mountCommand } from './commands/mount.js';
-import { pruneCommand } from './commands/prune.js';
-import { restoreCommand } from './commands/restore.js';
-import { statsCommand } from './commands/stats.js';
-import { verifyCommand } from './commands/verify.js';
 import { Context, type GlobalOptions } from './context.js';
 
-const COMMANDS: Command[] = [
-  initCommand,
-  backupCommand,
-  listCommand,
-  restoreCommand,
-  mountCommand,
-  filesCommand,
-  findCommand,
-  verifyCommand,
-  pruneCommand,
-  forgetCommand,
-  gcCommand,
-  statsCommand,
+/**
+ * The commands, loaded on use: a command's module (and what it imports: NBD, filesystems,
+ * QEMU helpers…) is only loaded when that command runs, which keeps start-up short.
+ */
+const COMMANDS: { name: string; load: () => Promise<Command> }[] = [
+  { name: 'init', load: async () => (await import('./commands/init.js')).initCommand },
+  { name: 'backup', load: async () => (await import('./commands/backup.js')).backupCommand },
+  { name: 'list', load: async () => (await import('./commands/list.js')).listCommand },
+  { name: 'restore', load: async () => (await import('./commands/restore.js')).restoreCommand },
+  { name: 'mount', load: async () => (await import('./commands/mount.js')).mountCommand },
+  { name: 'files', load: async () => (await import('./commands/files.js')).filesCommand },
+  { name: 'find', load: async () => (await import('./commands/find.js')).findCommand },
+  { name: 'verify', load: async () => (await import('./commands/verify.js')).verifyCommand },
+  { name: 'prune', load: async () => (await import('./commands/prune.js')).pruneCommand },
+  { name: 'forget', load: async () => (await import('./commands/forget.js')).forgetCommand },
+  { name: 'gc', load: async () => (await import('./commands/gc.js')).gcCommand },
+  { name: 'stats', load: async () => (await import('./commands/stats.js')).statsCommand },
 ];
 
 const GLOBAL_OPTIONS = {
@@ -48,14 +40,15 @@ const GLOBAL_OPTIONS = {
 /** Exit codes. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, damaged: 3, locked: 4 } as const;
 
-function help(): string {
+async function help(): Promise<string> {
+  const commands = await Promise.all(COMMANDS.map((c) => c.load()));
   const lines = [
     'vmvault: backup and instant recovery for virtual machine disks',
     '',
     'usage: vmvault <command> [options]',
     '',
     'commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(9)} ${c.summary}`),
+    ...commands.map((c) => `  ${c.name.padEnd(9)} ${c.summary}`),
     '',
     'global options:',
     '  --repo DIR            repository (or VMVAULT_REPO)',
@@ -80,16 +73,17 @@ export async function main(argv: string[]): Promise<number> {
   const name = argv[0];
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     const c = COMMANDS.find((x) => x.name === argv[1]);
-    process.stdout.write(`${c ? commandHelp(c) : help()}\n`);
+    process.stdout.write(`${c ? commandHelp(await c.load()) : await help()}\n`);
     return EXIT.ok;
   }
   if (name === '--version' || name === 'version') {
     process.stdout.write('vmvault 0.1.0\n');
     return EXIT.ok;
   }
-  const cmd = COMMANDS.find((c) => c.name === name);
+  const entry = COMMANDS.find((c) => c.name === name);
   let json = argv.includes('--json');
   try {
+    const cmd = entry ? await entry.load() : undefined;
     if (!cmd) throw new VmvaultError('E_USAGE', `unknown command '${name}'`, { hint: "see 'vmvault help'" });
     let parsed: ReturnType<typeof parseArgs>;
     try {

@@ -115,12 +115,21 @@ export class Repository {
         key = await unlockKey(config, opts.passphrase);
       }
       const repo = new Repository(backend, config, key);
-      if (opts.loadIndex !== false) await repo.index.load(backend, repo.sealKey);
+      if (opts.loadIndex !== false) await repo.loadIndex();
       return repo;
     } catch (err) {
       await backend.close();
       throw err;
     }
+  }
+
+  private indexLoaded = false;
+
+  /** Loads the location index from its segments, once (open does it unless told not to). */
+  async loadIndex(): Promise<void> {
+    if (this.indexLoaded) return;
+    this.indexLoaded = true;
+    await this.index.load(this.backend, this.sealKey);
   }
 
   /** AES key for sealing, or null. */

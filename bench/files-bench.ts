@@ -1,0 +1,115 @@
+/**
+ * File-level restore benchmark (issue #6): on the core benchmark image (4 GiB sparse ext4 made
+ * from /usr/lib/x86_64-linux-gnu), measures listing `/`, extracting one ~1 MiB file (time and
+ * chunk bytes read), `vmvault find` over 100 restore points, and what the file index costs a
+ * backup. In-process figures exclude Node's start-up; CLI figures include it.
+ *
+ *   node dist/bench/files-bench.js [--size 4G] [--points 100] [--workdir DIR] [--keep]
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PointFiles } from '../src/files/index.js';
+import { Repository } from '../src/repository/index.js';
+import { buildImage } from './lib/image.js';
+import { run } from './lib/proc.js';
+import { markdownTable } from './lib/table.js';
+import { machineInfo, VMVAULT_BIN } from './lib/tools.js';
+import { fmtBytes, fmtMs, median, parseSize } from './lib/units.js';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
+}
+
+async function main(): Promise<void> {
+  const size = parseSize(arg('size', '4G'));
+  const points = Number(arg('points', '100'));
+  const work = await mkdtemp(join(arg('workdir', '/var/tmp'), 'vmvault-files-bench-'));
+  const env = { ...process.env, XDG_CACHE_HOME: join(work, 'cache') };
+  const cli = (args: string[]) => run(process.execPath, [VMVAULT_BIN, ...args, '--repo', join(work, 'repo')], { env });
+  try {
+    const img = join(work, 'disk.img');
+    await buildImage(img, size, '/usr/lib/x86_64-linux-gnu');
+    await run('cat', [img], { allowFail: true }); // warm the page cache
+    await cli(['init']);
+
+    // Cost of the file index: backups with and without it, alternating.
+    const withIdx: number[] = [];
+    const without: number[] = [];
+    let firstId = '';
+    for (let i = 0; i < 3; i++) {
+      const a = await cli(['backup', img, '--name', 'noidx', '--no-file-index', '--json']);
+      without.push(a.ms);
+      const b = await cli(['backup', img, '--name', 'vm', '--json']);
+      withIdx.push(b.ms);
+      firstId ||= JSON.parse(b.stdout).id as string;
+    }
+    const indexCost = median(withIdx) / median(without) - 1;
+
+    // In-process: list /, then extract a ~1 MiB file, each on a fresh reader.
+    const repo = await Repository.open(join(work, 'repo'), { passphrase: null });
+    const point = await repo.resolvePoint(firstId);
+    const lsTimes: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const files = new PointFiles(repo, point);
+      const t = performance.now();
+      const r = await files.resolve('/disk');
+      await (await files.filesystem(r.volume!)).readdir('/');
+      lsTimes.push(performance.now() - t);
+    }
+    const files0 = new PointFiles(repo, point);
+    const vol = (await files0.volumes())[0]!;
+    const fs0 = await files0.filesystem(vol);
+    let target = '';
+    for await (const e of fs0.walk()) {
+      if (e.type === 'file' && e.size >= 900_000 && e.size <= 1_200_000) {
+        target = e.path;
+        break;
+      }
+    }
+    const exTimes: number[] = [];
+    let fetched = 0;
+    let fileSize = 0;
+    for (let i = 0; i < 5; i++) {
+      const files = new PointFiles(repo, point);
+      const t = performance.now();
+      const fs = await files.filesystem((await files.volumes())[0]!);
+      let n = 0;
+      for await (const piece of fs.readFile(target)) n += piece.length;
+      exTimes.push(performance.now() - t);
+      fetched = files.chunkBytesFetched;
+      fileSize = n;
+    }
+    await repo.close();
+
+    // More restore points, then find across all of them.
+    for (let i = 0; i < points - 3; i++) await cli(['backup', img, '--name', `vm${i % 10}`, '--no-file-index']);
+    await cli(['find', 'libc.so*', '--json']); // indexes the points backed up without the index
+    const findCli: number[] = [];
+    for (let i = 0; i < 5; i++) findCli.push((await cli(['find', 'libc.so*', '--json'])).ms);
+    const lsCli = (await cli(['files', 'ls', firstId, '/disk', '--json'])).ms;
+
+    console.log(`# vmvault file-level restore benchmark\n\n${await machineInfo()}\n`);
+    console.log(`command: node dist/bench/files-bench.js --size ${arg('size', '4G')} --points ${points}\n`);
+    console.log(
+      markdownTable(
+        ['figure', 'measured', 'bar', 'result'],
+        [
+          ['list `/` of the filesystem (in process, cold reader)', fmtMs(median(lsTimes)), '≤ 50 ms', median(lsTimes) <= 50 ? 'PASS' : 'FAIL'],
+          ['`vmvault files ls` (CLI, with Node start-up)', fmtMs(lsCli), 'info', ''],
+          [`extract ${target} (${fmtBytes(fileSize)}), in process`, fmtMs(median(exTimes)), '≤ 100 ms', median(exTimes) <= 100 ? 'PASS' : 'FAIL'],
+          ['chunk data read for that extraction', fmtBytes(fetched), '≤ 4 MiB', fetched <= 4 << 20 ? 'PASS' : 'FAIL'],
+          [`\`vmvault find\` over ${points} restore points (CLI)`, fmtMs(median(findCli)), '≤ 200 ms', median(findCli) <= 200 ? 'PASS' : 'FAIL'],
+          ['backup time added by the file index', `${(indexCost * 100).toFixed(1)}%`, '≤ 15%', indexCost <= 0.15 ? 'PASS' : 'FAIL'],
+        ],
+      ),
+    );
+  } finally {
+    if (!process.argv.includes('--keep')) await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
