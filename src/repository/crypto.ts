@@ -94,6 +94,22 @@ export function unseal(key: Buffer, sealed: Uint8Array): Buffer | null {
   }
 }
 
+/**
+ * Protects a metadata body (pack trailer, index segment, manifest): sealed with `key` in an
+ * encrypted repository, else followed by its SHA-256 so that damage is always detected.
+ */
+export function protect(body: Buffer, key: Buffer | null): Buffer {
+  return key ? seal(key, body) : Buffer.concat([body, sha256(body)]);
+}
+
+/** Reverses {@link protect}; null when the bytes are damaged (or the key is wrong). */
+export function unprotect(data: Buffer, key: Buffer | null): Buffer | null {
+  if (key) return unseal(key, data);
+  if (data.length < 32) return null;
+  const body = data.subarray(0, data.length - 32);
+  return sha256(body).equals(data.subarray(data.length - 32)) ? body : null;
+}
+
 /** Overhead that {@link seal} adds to its input. */
 export const SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE;
 

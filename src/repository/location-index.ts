@@ -8,7 +8,7 @@
  */
 import type { Backend } from '../backends/index.js';
 import { VmvaultError } from '../core/index.js';
-import { seal, sha256, unseal } from './crypto.js';
+import { protect, sha256, unprotect } from './crypto.js';
 import { INDEX_MAGIC } from './format.js';
 import { decodeEntries, encodeEntries, type PackEntry } from './pack.js';
 
@@ -109,8 +109,7 @@ export async function writeSegment(
     parts.push(Buffer.from(r.pack, 'hex'), encodeEntries(r.entries));
   }
   const body = Buffer.concat(parts);
-  const sealed = key ? seal(key, body) : Buffer.concat([body, sha256(body)]);
-  const file = Buffer.concat([INDEX_MAGIC, sealed]);
+  const file = Buffer.concat([INDEX_MAGIC, protect(body, key)]);
   const name = `index/${sha256(file).toString('hex')}`;
   await backend.write(name, file);
   return name;
@@ -124,17 +123,8 @@ export function decodeSegment(data: Buffer, key: Buffer | null, name: string): P
     });
   };
   if (!data.subarray(0, INDEX_MAGIC.length).equals(INDEX_MAGIC)) bad('bad magic');
-  const rest = data.subarray(INDEX_MAGIC.length);
-  let body: Buffer;
-  if (key) {
-    const b = unseal(key, rest);
-    if (!b) return bad('authentication failed');
-    body = b;
-  } else {
-    if (rest.length < 36) bad('too short');
-    body = rest.subarray(0, rest.length - 32);
-    if (!sha256(body).equals(rest.subarray(rest.length - 32))) bad('checksum mismatch');
-  }
+  const body = unprotect(data.subarray(INDEX_MAGIC.length), key);
+  if (!body || body.length < 4) return bad(key ? 'authentication failed' : 'checksum mismatch');
   const n = body.readUInt32LE(0);
   let p = 4;
   const out: PackRecord[] = [];

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { VmvaultError } from '../core/index.js';
-import { seal, sha256, unseal } from './crypto.js';
+import { protect, unprotect } from './crypto.js';
 import { MANIFEST_MAGIC } from './format.js';
 
 /** One disk captured in a restore point. */
@@ -27,6 +27,11 @@ export interface DiskRecord {
   reason: string;
   /** Bytes read from the source, stored chunks new to the repository, etc. */
   stats: DiskStats;
+  /**
+   * Chunks to fetch first on restore or live mount (partition table, filesystem metadata, boot
+   * files): sorted, disjoint `[firstChunk, endChunk)` ranges. Optional (VM backups).
+   */
+  priorities?: [number, number][];
 }
 
 /** Per-disk counters of one backup. */
@@ -53,6 +58,11 @@ export interface RestorePoint {
   /** Wall time of the backup in milliseconds. */
   durationMs: number;
   tags: string[];
+  /**
+   * For backups of running VMs: the VM's configuration, change tracking per disk and
+   * consistency (see src/backup/vm/types.ts `VmPointRecord`). Optional.
+   */
+  vm?: unknown;
 }
 
 /** A new random restore-point id (16 hex digits). */
@@ -68,7 +78,7 @@ export function manifestObjectName(id: string): string {
 /** Serialises a manifest for storage. */
 export function encodeManifest(p: RestorePoint, key: Buffer | null): Buffer {
   const json = Buffer.from(JSON.stringify(p));
-  return Buffer.concat([MANIFEST_MAGIC, key ? seal(key, json) : Buffer.concat([json, sha256(json)])]);
+  return Buffer.concat([MANIFEST_MAGIC, protect(json, key)]);
 }
 
 /** Parses a stored manifest. */
@@ -77,17 +87,8 @@ export function decodeManifest(data: Buffer, key: Buffer | null, name: string): 
     throw new VmvaultError('E_CORRUPT', `restore point manifest ${name} is damaged: ${why}`);
   };
   if (!data.subarray(0, MANIFEST_MAGIC.length).equals(MANIFEST_MAGIC)) bad('bad magic');
-  const rest = data.subarray(MANIFEST_MAGIC.length);
-  let json: Buffer;
-  if (key) {
-    const j = unseal(key, rest);
-    if (!j) return bad('authentication failed');
-    json = j;
-  } else {
-    if (rest.length < 33) bad('too short');
-    json = rest.subarray(0, rest.length - 32);
-    if (!sha256(json).equals(rest.subarray(rest.length - 32))) bad('checksum mismatch');
-  }
+  const json = unprotect(data.subarray(MANIFEST_MAGIC.length), key);
+  if (!json) return bad(key ? 'authentication failed' : 'checksum mismatch');
   let p: RestorePoint;
   try {
     p = JSON.parse(json.toString('utf8')) as RestorePoint;

@@ -7,7 +7,7 @@
  * The plain trailer is the entry table followed by its SHA-256; see docs/format.md.
  */
 import { VmvaultError } from '../core/index.js';
-import { hex, seal, sha256, unseal } from './crypto.js';
+import { hex, protect, sha256, unprotect } from './crypto.js';
 import {
   type BlobType,
   DIGEST_SIZE,
@@ -55,7 +55,7 @@ export class PackBuilder {
   /** Finishes the pack: the buffers to write and the pack's id (SHA-256 of its bytes). */
   finish(key: Buffer | null): { id: string; parts: Buffer[]; size: number } {
     const table = encodeEntries(this.entries);
-    const trailer = key ? seal(key, table) : Buffer.concat([table, sha256(table)]);
+    const trailer = protect(table, key);
     const footer = Buffer.alloc(PACK_FOOTER_SIZE);
     footer.writeUInt32LE(trailer.length, 0);
     PACK_END_MAGIC.copy(footer, 4);
@@ -121,16 +121,8 @@ export async function readPackTrailer(
   const tlen = footer.readUInt32LE(0);
   if (tlen > packSize - PACK_FOOTER_SIZE - PACK_MAGIC.length) bad('trailer length out of range');
   const trailer = await readRange(packSize - PACK_FOOTER_SIZE - tlen, tlen);
-  let table: Buffer;
-  if (key) {
-    const t = unseal(key, trailer);
-    if (!t) return bad('trailer fails authentication');
-    table = t;
-  } else {
-    if (tlen < 36) bad('trailer too short');
-    table = trailer.subarray(0, tlen - 32);
-    if (!sha256(table).equals(trailer.subarray(tlen - 32))) bad('trailer checksum mismatch');
-  }
+  const table = unprotect(trailer, key);
+  if (!table) return bad(key ? 'trailer fails authentication' : 'trailer checksum mismatch');
   const entries: PackEntry[] = [];
   const end = decodeEntries(table, 0, entries, `pack ${packId}`);
   if (end !== table.length) bad('trailer has trailing bytes');

@@ -4,7 +4,8 @@ import { type Server, type Socket, createConnection, createServer } from 'node:n
 import { VmvaultError } from '../../core/errors.js';
 import { NBD_MAX_PAYLOAD } from './constants.js';
 import type { NbdExport } from './export.js';
-import { type ServerContext, type ServerLimits, ServerConnection } from './server-connection.js';
+import { ServerConnection } from './server-connection.js';
+import type { ServerContext, ServerLimits } from './server-context.js';
 
 /** Options of {@link NbdServer}. Every limit has a safe default. */
 export interface NbdServerOptions {
