@@ -1,7 +1,8 @@
 /** Backup and restore round trips of real ext4 images, holes kept, odd sizes included. */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { allocated, fileHash, makeExt4Image, makeTree, randomWrites, Workspace } from './helpers.js';
+import { spawnSync } from 'node:child_process';
+import { allocated, BIN, fileHash, makeExt4Image, makeTree, randomWrites, Workspace } from './helpers.js';
 
 describe('backup and restore of ext4 images', () => {
   const ws = new Workspace();
@@ -82,6 +83,24 @@ describe('backup and restore of ext4 images', () => {
     assert.ok(s.storedBytes > 0);
     assert.ok(s.dedupRatio >= 1);
     assert.ok(s.compressionRatio >= 1);
+  });
+
+  it('shows progress on a terminal and nothing extra without one', () => {
+    const img = ws.path('disk-67108864.img');
+    // `script` gives the command a pseudo-terminal, as a user's shell would.
+    const r = spawnSync(
+      'script',
+      ['-qec', `${process.execPath} ${BIN} backup ${img} --name tty`, '/dev/null'],
+      {
+        env: ws.env,
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(r.status, 0, r.stdout);
+    assert.match(r.stdout, /backup tty: \d+\.\d% .* MiB\/s {2}ETA /);
+    assert.match(r.stdout, /restore point [0-9a-f]{16} of tty: 64\.0 MiB disk/);
+    const plain = ws.run(['backup', img, '--name', 'tty']);
+    assert.doesNotMatch(plain.stderr, /ETA/);
   });
 
   it('gives clear errors for bad usage', () => {

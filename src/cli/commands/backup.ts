@@ -5,13 +5,19 @@ import { CodecPool } from '../../repository/index.js';
 import { openSource } from '../../sources/index.js';
 import type { Command } from '../command.js';
 import { indexPointFiles, sourceReader } from '../index-files.js';
-import { backupVmCommand } from './backup-vm.js';
+import { backupVmCommand, VM_BACKUP_OPTIONS } from './backup-vm.js';
 
 export const backupCommand: Command = {
   name: 'backup',
   summary: 'back up a raw disk image or block device',
-  usage: 'backup <path> [--name NAME] [--tag TAG]...',
-  options: { name: { type: 'string' }, tag: { type: 'string', multiple: true } },
+  usage:
+    'backup <path> [--name NAME] [--tag TAG]... [--no-file-index]\n  backup qmp:<socket> [--name NAME] [--guest-agent PATH | --no-guest-agent] [--freeze-timeout S] [--disk NODE]... [--nbd-socket PATH] [--scratch-dir DIR]',
+  options: {
+    name: { type: 'string' },
+    tag: { type: 'string', multiple: true },
+    'no-file-index': { type: 'boolean' },
+    ...VM_BACKUP_OPTIONS,
+  },
   async run(ctx, args, v) {
     if (args.length !== 1) {
       throw new VmvaultError('E_USAGE', 'backup takes one source path', {
@@ -34,20 +40,24 @@ export const backupCommand: Command = {
         });
         bar.done();
         const cat = await ctx.openCatalog(repo);
+        const indexStarted = Date.now();
+        let filesIndexed = 0;
         try {
           // The file index reads filesystem metadata from the source, which is still open.
-          await indexPointFiles(
-            cat,
-            r.point.id,
-            r.point.disks.map((disk) => ({ disk, reader: sourceReader(source) })),
-            (vol, err) => {
-              if (!ctx.opts.quiet)
-                process.stderr.write(`vmvault: not indexing files of ${vol}: ${(err as Error).message}\n`);
-            },
-          );
+          if (v['no-file-index'] !== true)
+            filesIndexed = await indexPointFiles(
+              cat,
+              r.point.id,
+              r.point.disks.map((disk) => ({ disk, reader: sourceReader(source) })),
+              (vol, err) => {
+                if (!ctx.opts.quiet)
+                  process.stderr.write(`vmvault: not indexing files of ${vol}: ${(err as Error).message}\n`);
+              },
+            );
         } finally {
           cat.close();
         }
+        const fileIndexMs = Date.now() - indexStarted;
         const d = r.point.disks[0]!;
         ctx.out(
           {
@@ -61,6 +71,8 @@ export const backupCommand: Command = {
             method: d.method,
             reason: d.reason,
             chunks: { new: d.stats.chunksNew, reused: d.stats.chunksReused, zero: d.stats.chunksZero },
+            filesIndexed,
+            fileIndexMs,
           },
           () =>
             `restore point ${r.point.id} of ${name}: ${formatBytes(d.size)} disk, read ${formatBytes(r.bytesRead)}, ` +
