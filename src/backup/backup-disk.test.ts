@@ -33,7 +33,7 @@ function memorySource(data: Buffer, extents: SourceExtent[]): DiskSource & { rea
 
 function pattern(size: number, seed: number): Buffer {
   const b = Buffer.alloc(size);
-  for (let i = 0; i < size; i += 4) b.writeUInt32LE((Math.imul(i + 1, 2654435761) ^ seed) >>> 0, i);
+  for (let i = 0; i + 4 <= size; i += 4) b.writeUInt32LE((Math.imul(i + 1, 2654435761) ^ seed) >>> 0, i);
   return b;
 }
 
@@ -114,6 +114,52 @@ describe('backupDisk with a parent', () => {
     assert.deepEqual(src.reads, [[2 * CS, CS]]);
     await repo.flush();
     assert.ok((await new PointReader(repo, inc).read(0, size)).equals(v2));
+  });
+
+  it('takes whole unchanged leaf pages from the parent', async () => {
+    const small = await Repository.init(join(dir, 'repo4k'), { passphrase: null, chunkSize: 4096 });
+    const pool4k = new CodecPool(small, 1);
+    try {
+      const size = 1300 * 4096 + 77; // three leaf pages, the last one partial
+      const v1 = pattern(size, 4);
+      v1.fill(0, 520 * 4096, 530 * 4096);
+      const full = await backupDisk(
+        small,
+        pool4k,
+        memorySource(v1, [{ offset: 0, length: size, data: true }]),
+        {
+          name: 'disk0',
+          method: 'full',
+          reason: 'test',
+        },
+      );
+      await small.flush();
+      const v2 = Buffer.from(v1);
+      v2.fill(5, 700 * 4096, 700 * 4096 + 10);
+      const src = memorySource(v2, [
+        { offset: 0, length: 700 * 4096, data: true, unchanged: true },
+        { offset: 700 * 4096, length: 4096, data: true },
+        { offset: 701 * 4096, length: size - 701 * 4096, data: true, unchanged: true },
+      ]);
+      const inc = await backupDisk(small, pool4k, src, {
+        name: 'disk0',
+        method: 'bitmap',
+        reason: 'test',
+        parent: full,
+      });
+      assert.deepEqual(src.reads, [[700 * 4096, 4096]]);
+      await small.flush();
+      assert.ok((await new PointReader(small, inc).read(0, size)).equals(v2));
+      // Leaf 0 and leaf 2 are the parent's own pages.
+      const a = small.treeReader(Buffer.from(full.root, 'hex'), size, 4096);
+      const b = small.treeReader(Buffer.from(inc.root, 'hex'), size, 4096);
+      assert.deepEqual(await b.entry(1, 0), await a.entry(1, 0));
+      assert.deepEqual(await b.entry(1, 2), await a.entry(1, 2));
+      assert.notDeepEqual(await b.entry(1, 1), await a.entry(1, 1));
+    } finally {
+      await pool4k.close();
+      await small.close();
+    }
   });
 
   it('reads unchanged ranges when there is no parent', async () => {

@@ -13,6 +13,7 @@ import {
   fromHex,
   hex,
   type Repository,
+  PAGE_FANOUT,
   TreeBuilder,
   ZERO_DIGEST,
 } from '../repository/index.js';
@@ -191,9 +192,30 @@ export async function backupDisk(
   };
   let nextRead: Promise<Item | null> | null = null;
 
+  const parentSameShape = opts.parent !== undefined && Math.ceil(opts.parent.size / cs) === chunkCount;
   const copyFromParent = async (first: number, count: number): Promise<void> => {
-    for (let i = first; i < first + count; i++) {
+    const end = first + count;
+    for (let i = first; i < end; ) {
+      // A whole leaf page unchanged: take the parent's page as it is (no per-chunk work).
+      const leafEnd = Math.min(chunkCount, i + PAGE_FANOUT);
+      if (parentSameShape && i % PAGE_FANOUT === 0 && leafEnd <= end) {
+        const page = await parentTree!.entry(1, i / PAGE_FANOUT);
+        if (page && !repo.hasBlob(page)) {
+          throw new VmvaultError(
+            'E_CHUNK_MISSING',
+            `index page ${hex(page)} of the parent restore point is missing`,
+            {
+              details: { digest: hex(page) },
+            },
+          );
+        }
+        await tree.setLeaf(i / PAGE_FANOUT, page);
+        stats.chunksReused += leafEnd - i;
+        i = leafEnd;
+        continue;
+      }
       const d = await parentTree!.lookup(i);
+      i++;
       if (!d) {
         stats.chunksZero++;
         continue;
@@ -204,7 +226,7 @@ export async function backupDisk(
         });
       }
       stats.chunksReused++;
-      await tree.set(i, d);
+      await tree.set(i - 1, d);
     }
   };
 

@@ -118,6 +118,23 @@ export class TreeBuilder {
     if (digest && !digest.equals(ZERO_DIGEST)) await this.put(0, index, digest);
   }
 
+  /**
+   * Sets a whole leaf page (chunks `[pageNo·512, …)`) to an existing page's digest, e.g. one
+   * taken unchanged from a parent tree of the same shape; null makes it all zero.
+   */
+  async setLeaf(pageNo: number, digest: Buffer | null): Promise<void> {
+    const first = pageNo * PAGE_FANOUT;
+    if (first <= this.last || first >= this.chunkCount) {
+      throw new VmvaultError('E_INTERNAL', `tree: leaf ${pageNo} out of order or range`);
+    }
+    this.last = Math.min(this.chunkCount, first + PAGE_FANOUT) - 1;
+    await this.flushPage(0);
+    this.cur[0]!.pageNo = pageNo;
+    if (!digest || digest.equals(ZERO_DIGEST)) return;
+    if (this.levels === 1) this.root = digest;
+    else await this.put(1, pageNo, digest);
+  }
+
   private async put(level: number, index: number, digest: Buffer): Promise<void> {
     const pageNo = Math.floor(index / PAGE_FANOUT);
     const c = this.cur[level]!;
@@ -181,12 +198,21 @@ export class TreeReader {
   }
 
   /** Digest of chunk `index`, or null when it is a zero chunk. */
-  async lookup(index: number): Promise<Buffer | null> {
+  lookup(index: number): Promise<Buffer | null> {
+    return this.entry(0, index);
+  }
+
+  /**
+   * The digest at position `index` among all entries of the pages at `level`: level 0 entries
+   * are chunks, level 1 entries are leaf pages, and so on (level `levels` is the root). Null for
+   * zero.
+   */
+  async entry(level: number, index: number): Promise<Buffer | null> {
     let digest: Buffer | null = this.root.equals(ZERO_DIGEST) ? null : this.root;
-    for (let level = this.levels - 1; level >= 0 && digest; level--) {
-      const span = PAGE_FANOUT ** level;
+    for (let l = this.levels - 1; l >= level && digest; l--) {
+      const span = PAGE_FANOUT ** (l - level);
       const pageNo = Math.floor(index / (span * PAGE_FANOUT));
-      const entries = await this.page(level, pageNo, digest);
+      const entries = await this.page(l, pageNo, digest);
       digest = entries[Math.floor(index / span) % PAGE_FANOUT] ?? null;
     }
     return digest;

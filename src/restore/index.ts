@@ -7,3 +7,6 @@ export {
 } from './restore-disk.js';
 export { PointReader, type PointReaderOptions, type PointReaderStats } from './point-reader.js';
 export { PointExport } from './point-export.js';
+export type { RestoreTarget } from './restore-target.js';
+export { openRawTarget } from './restore-target.js';
+export { openQcow2Target, qcow2ClusterSize } from './qcow2-target.js';

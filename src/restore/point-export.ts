@@ -33,9 +33,7 @@ export class PointExport implements NbdExport {
     const end = offset + length;
     const first = Math.floor(offset / cs);
     const last = Math.floor((end - 1) / cs);
-    const chunks = await Promise.all(
-      Array.from({ length: last - first + 1 }, (_, k) => this.reader.chunk(first + k)),
-    );
+    const chunks = await this.reader.chunks(first, last - first + 1);
     const out: ReadSegment[] = [];
     for (let k = 0; k < chunks.length; k++) {
       const cStart = (first + k) * cs;

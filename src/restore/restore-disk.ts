@@ -1,12 +1,11 @@
 /**
- * Full restore of one disk to a sparse raw file or a block device. Chunks are read from packs
+ * Full restore of one disk to a sparse raw file, a block device or a thin qcow2 image. Chunks are read from packs
  * in coalesced runs, decoded and checked on worker threads (a damaged chunk stops the restore
  * with an error naming it: wrong data is never written), and written at their offsets; zero
  * chunks stay holes in files and are written as zeros on devices. A file target is written
  * under a temporary name and renamed into place only when complete.
  */
-import { type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
-import { VmvaultError, errnoCode, nativeAddon } from '../core/index.js';
+import { VmvaultError } from '../core/index.js';
 import {
   type CodecPool,
   type DiskRecord,
@@ -14,6 +13,8 @@ import {
   packObjectName,
   type Repository,
 } from '../repository/index.js';
+import { openQcow2Target } from './qcow2-target.js';
+import { openRawTarget, type RestoreTarget } from './restore-target.js';
 
 /** Progress of a running restore. */
 export interface RestoreProgress {
@@ -29,6 +30,11 @@ export interface RestoreOptions {
   force?: boolean;
   /** Largest single read from a pack. */
   maxReadBytes?: number;
+  /**
+   * `raw` (default): a sparse file or a block device. `qcow2`: a new thin qcow2 image, written
+   * through a qemu-nbd that vmvault starts (zero chunks stay unallocated).
+   */
+  format?: 'raw' | 'qcow2';
 }
 
 /** What a restore did. */
@@ -39,8 +45,6 @@ export interface RestoreResult {
   chunks: number;
 }
 
-const ZEROS = Buffer.alloc(1 << 20);
-
 /** Restores `disk` of a restore point to `target`. */
 export async function restoreDisk(
   repo: Repository,
@@ -49,7 +53,12 @@ export async function restoreDisk(
   target: string,
   opts: RestoreOptions = {},
 ): Promise<RestoreResult> {
-  const { fh, finalize, abort, isDevice } = await openTarget(target, disk.size, opts.force ?? false);
+  const force = opts.force ?? false;
+  const out: RestoreTarget =
+    opts.format === 'qcow2'
+      ? await openQcow2Target(target, disk.size, disk.chunkSize, force)
+      : await openRawTarget(target, disk.size, force);
+  const isDevice = out.needsZeros;
   const cs = disk.chunkSize;
   const progress: RestoreProgress = { done: 0, total: disk.size, bytesWritten: 0 };
   const maxRead = opts.maxReadBytes ?? 4 << 20;
@@ -65,11 +74,7 @@ export async function restoreDisk(
     inflight.add(q);
   };
   const writeAt = async (buf: Buffer, offset: number): Promise<void> => {
-    let done = 0;
-    while (done < buf.length) {
-      const { bytesWritten } = await fh.write(buf, done, buf.length - done, offset + done);
-      done += bytesWritten;
-    }
+    await out.write(buf, offset);
     progress.bytesWritten += buf.length;
   };
 
@@ -103,7 +108,7 @@ export async function restoreDisk(
         // Zero the gaps before and inside this leaf.
         for (const it of items) {
           const off = it.index * cs;
-          if (off > zeroFrom) await writeZeros(fh, zeroFrom, off - zeroFrom);
+          if (off > zeroFrom) await out.writeZeros(zeroFrom, off - zeroFrom);
           zeroFrom = off + it.rawLength;
         }
       }
@@ -149,14 +154,14 @@ export async function restoreDisk(
     }
     await Promise.all(inflight);
     if (failure) throw failure;
-    if (isDevice && zeroFrom < disk.size) await writeZeros(fh, zeroFrom, disk.size - zeroFrom);
+    if (isDevice && zeroFrom < disk.size) await out.writeZeros(zeroFrom, disk.size - zeroFrom);
     progress.done = disk.size;
     opts.onProgress?.(progress);
-    await finalize();
+    await out.finalize();
     return { target, size: disk.size, bytesWritten: progress.bytesWritten, chunks };
   } catch (err) {
     await Promise.allSettled(inflight);
-    await abort();
+    await out.abort();
     throw err;
   }
 }
@@ -177,70 +182,4 @@ async function readRun(
     }
     throw err;
   }
-}
-
-async function writeZeros(fh: FileHandle, offset: number, length: number): Promise<void> {
-  let done = 0;
-  while (done < length) {
-    const n = Math.min(ZEROS.length, length - done);
-    const { bytesWritten } = await fh.write(ZEROS, 0, n, offset + done);
-    done += bytesWritten;
-  }
-}
-
-async function openTarget(
-  target: string,
-  size: number,
-  force: boolean,
-): Promise<{ fh: FileHandle; isDevice: boolean; finalize: () => Promise<void>; abort: () => Promise<void> }> {
-  let st: import('node:fs').Stats | null = null;
-  try {
-    st = await stat(target);
-  } catch (err) {
-    if (errnoCode(err) !== 'ENOENT')
-      throw new VmvaultError('E_TARGET', `cannot use ${target}: ${(err as Error).message}`);
-  }
-  if (st?.isBlockDevice()) {
-    const fh = await open(target, 'r+');
-    const n = nativeAddon();
-    const devSize = n ? n.blkGetSize64(fh.fd) : Number.POSITIVE_INFINITY;
-    if (devSize < size) {
-      await fh.close();
-      throw new VmvaultError('E_TARGET', `${target} holds ${devSize} bytes; the disk needs ${size}`);
-    }
-    return {
-      fh,
-      isDevice: true,
-      finalize: async () => {
-        await fh.sync();
-        await fh.close();
-      },
-      abort: () => fh.close().catch(() => {}),
-    };
-  }
-  if (st && !st.isFile())
-    throw new VmvaultError('E_TARGET', `${target} is neither a file nor a block device`);
-  if (st && !force) {
-    throw new VmvaultError('E_TARGET', `${target} already exists`, {
-      hint: 'pass --force to overwrite it, or choose another path',
-    });
-  }
-  const tmp = `${target}.vmvault-partial`;
-  const fh = await open(tmp, 'w').catch((err: unknown) => {
-    throw new VmvaultError('E_TARGET', `cannot create ${tmp}: ${(err as Error).message}`);
-  });
-  await fh.truncate(size);
-  return {
-    fh,
-    isDevice: false,
-    finalize: async () => {
-      await fh.sync();
-      await fh.close();
-      await rename(tmp, target);
-    },
-    abort: async () => {
-      await fh.close().catch(() => {});
-      await unlink(tmp).catch(() => {});
-    },
-  };
 }

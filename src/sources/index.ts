@@ -1,4 +1,13 @@
 /** Public surface of `sources`: disks that backups read. */
 export type { DiskSource, SourceExtent } from './disk-source.js';
 export { RawFileSource } from './raw-file.js';
-export { openSource } from './open-source.js';
+export { NbdSource, type NbdSourceOptions } from './nbd-source.js';
+export {
+  type ImageInfo,
+  openQemuImage,
+  probeImage,
+  type QemuNbdOptions,
+  type QemuNbdServer,
+  startQemuNbd,
+} from './qemu-image-source.js';
+export { openSource, type OpenSourceOptions } from './open-source.js';

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { VmvaultError, formatBytes } from '../../core/index.js';
 import { formatNbdUri, NbdServer } from '../../protocols/nbd/index.js';
+import { CodecPool } from '../../repository/index.js';
 import { PointExport, PointReader } from '../../restore/index.js';
 import type { Command } from '../command.js';
 
@@ -31,39 +32,45 @@ export const mountCommand: Command = {
       const diskName = v.disk as string | undefined;
       const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
       if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
-      const reader = new PointReader(repo, disk);
-      const exportName = (v.export as string | undefined) ?? point.id;
-      const server = new NbdServer({
-        onError: (err, where) => {
-          if (!ctx.opts.quiet) process.stderr.write(`vmvault: nbd ${where}: ${(err as Error).message}\n`);
-        },
-      });
-      server.addExport(exportName, new PointExport(reader, `${point.name} ${point.time} ${disk.name}`));
-      const addr = await server.listen(
-        socketPath !== undefined
-          ? { socketPath }
-          : { port: port!, host: (v.host as string | undefined) ?? '127.0.0.1' },
-      );
-      const uri = formatNbdUri({
-        exportName,
-        ...(addr.socketPath !== undefined
-          ? { socketPath: addr.socketPath }
-          : { host: addr.host!, port: addr.port! }),
-      });
-      // First line of stdout: the URI (or {"uri"} with --json), so scripts can wait for it.
-      process.stdout.write(
-        ctx.json
-          ? `${JSON.stringify({ uri, id: point.id, disk: disk.name, size: disk.size })}\n`
-          : `${uri}\n`,
-      );
-      if (!ctx.opts.quiet && !ctx.json) {
-        process.stderr.write(
-          `serving ${point.id} (${point.name}, ${disk.name}, ${formatBytes(disk.size)}) read-only; Ctrl-C to stop\n`,
+      // Chunks are decoded and checked on worker threads; sequential streams are read ahead.
+      const pool = new CodecPool(repo);
+      const reader = new PointReader(repo, disk, { pool });
+      try {
+        const exportName = (v.export as string | undefined) ?? point.id;
+        const server = new NbdServer({
+          onError: (err, where) => {
+            if (!ctx.opts.quiet) process.stderr.write(`vmvault: nbd ${where}: ${(err as Error).message}\n`);
+          },
+        });
+        server.addExport(exportName, new PointExport(reader, `${point.name} ${point.time} ${disk.name}`));
+        const addr = await server.listen(
+          socketPath !== undefined
+            ? { socketPath }
+            : { port: port!, host: (v.host as string | undefined) ?? '127.0.0.1' },
         );
+        const uri = formatNbdUri({
+          exportName,
+          ...(addr.socketPath !== undefined
+            ? { socketPath: addr.socketPath }
+            : { host: addr.host!, port: addr.port! }),
+        });
+        // First line of stdout: the URI (or {"uri"} with --json), so scripts can wait for it.
+        process.stdout.write(
+          ctx.json
+            ? `${JSON.stringify({ uri, id: point.id, disk: disk.name, size: disk.size })}\n`
+            : `${uri}\n`,
+        );
+        if (!ctx.opts.quiet && !ctx.json) {
+          process.stderr.write(
+            `serving ${point.id} (${point.name}, ${disk.name}, ${formatBytes(disk.size)}) read-only; Ctrl-C to stop\n`,
+          );
+        }
+        const stop = await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+        void stop;
+        await server.close();
+      } finally {
+        await pool.close();
       }
-      const stop = await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
-      void stop;
-      await server.close();
       if (!ctx.opts.quiet && !ctx.json) process.stderr.write('stopped\n');
     });
     return 0;

@@ -5,15 +5,16 @@ import type { Command } from '../command.js';
 
 export const restoreCommand: Command = {
   name: 'restore',
-  summary: 'write a restore point back to a sparse raw file or a block device',
-  usage: 'restore <id> <target> [--disk NAME] [--force]',
-  options: { disk: { type: 'string' }, force: { type: 'boolean' } },
+  summary: 'write a restore point back to a sparse raw file, a block device or a thin qcow2 image',
+  usage: 'restore <id> <target> [--format raw|qcow2] [--disk NAME] [--force]',
+  options: { disk: { type: 'string' }, force: { type: 'boolean' }, format: { type: 'string' } },
   async run(ctx, args, v) {
     if (args.length !== 2) {
       throw new VmvaultError('E_USAGE', 'restore takes a restore point id and a target', {
         hint: 'vmvault restore <id> <target>',
       });
     }
+    const format = targetFormat(args[1]!, v.format as string | undefined);
     await ctx.withRepo('shared', `restore ${args[0]}`, async (repo) => {
       const point = await repo.resolvePoint(args[0]!);
       const diskName = v.disk as string | undefined;
@@ -29,6 +30,7 @@ export const restoreCommand: Command = {
         const started = Date.now();
         const r = await restoreDisk(repo, pool, disk, args[1]!, {
           force: v.force === true,
+          format,
           onProgress: (p) => bar.update(p.done, p.total),
         });
         bar.done();
@@ -39,6 +41,7 @@ export const restoreCommand: Command = {
             name: point.name,
             disk: disk.name,
             target: r.target,
+            format,
             size: r.size,
             bytesWritten: r.bytesWritten,
             chunks: r.chunks,
@@ -56,3 +59,12 @@ export const restoreCommand: Command = {
     return 0;
   },
 };
+
+/** The target format: `--format`, else qcow2 for a `.qcow2` name, else raw. */
+function targetFormat(target: string, given: string | undefined): 'raw' | 'qcow2' {
+  if (given === undefined) return /\.qcow2$/i.test(target) ? 'qcow2' : 'raw';
+  if (given === 'raw' || given === 'qcow2') return given;
+  throw new VmvaultError('E_USAGE', `restore writes raw or qcow2, not '${given}'`, {
+    hint: 'use --format raw or --format qcow2 (convert other formats with qemu-img convert)',
+  });
+}

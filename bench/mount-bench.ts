@@ -1,0 +1,205 @@
+/**
+ * Mount and image-source benchmark (issue #3), in one run:
+ *
+ *   npx tsc -p . && node dist/bench/mount-bench.js [--size-mib 1024] [--runs 2] [--keep]
+ *
+ * (a) Sequential read of a restore point served by `vmvault mount` against the raw image served
+ *     by `qemu-nbd -r -f raw`, both read with `nbdcopy --connections=4 URI null:` (best of
+ *     `--runs`). Bar: vmvault ≥ 50 % of qemu-nbd.
+ * (b) `vmvault backup` of the image converted to qcow2 against `vmvault backup` of the raw image,
+ *     each into a fresh repository. Bar: qcow2 ≤ 1.2× the raw time.
+ *
+ * The image is mostly data: 4 MiB stripes alternating random bytes and compressible text, with
+ * one stripe in eight left as a hole. Prints a markdown table, the command line and machine facts.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { cpus, freemem, totalmem, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const MiB = 1 << 20;
+const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+const BIN = join(ROOT, 'bin', 'vmvault');
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+}
+
+/** Stripes of 4 MiB: random, text, random, text, ... with every 8th stripe a hole. */
+function makeImage(path: string, size: number): void {
+  const fd = openSync(path, 'w');
+  const lines: string[] = [];
+  for (let i = 0, len = 0; len < 4 * MiB; i++) {
+    const line = `${i.toString(16).padStart(8, '0')} the quick brown fox jumps over the lazy dog ${i % 97}\n`;
+    lines.push(line);
+    len += line.length;
+  }
+  const text = Buffer.from(lines.join('')).subarray(0, 4 * MiB);
+  for (let off = 0, i = 0; off < size; off += 4 * MiB, i++) {
+    const n = Math.min(4 * MiB, size - off);
+    if (i % 8 === 7) continue;
+    const buf = i % 2 === 0 ? randomBytes(n) : Buffer.from(text.subarray(0, n));
+    buf.writeUInt32LE(i, 0); // no two stripes alike
+    writeSync(fd, buf, 0, n, off);
+  }
+  writeSync(fd, Buffer.alloc(1), 0, 1, size - 1);
+  closeSync(fd);
+}
+
+function warm(path: string): void {
+  const fd = openSync(path, 'r');
+  const b = Buffer.allocUnsafe(8 * MiB);
+  while (readSync(fd, b, 0, b.length, null) > 0) {}
+  closeSync(fd);
+}
+
+function vmvault(repo: string, args: string[]): string {
+  return execFileSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, VMVAULT_REPO: repo, XDG_CACHE_HOME: join(repo, '..', 'cache') },
+    maxBuffer: 64 << 20,
+  });
+}
+
+/** Seconds taken by `vmvault backup` of `image` into the fresh repository `repo`. */
+function timeBackup(repo: string, image: string): { seconds: number; id: string; bytesRead: number } {
+  vmvault(repo, ['init', '-q']);
+  const t0 = process.hrtime.bigint();
+  const out = JSON.parse(vmvault(repo, ['backup', image, '--json', '--no-progress']));
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { seconds, id: out.id, bytesRead: out.bytesRead };
+}
+
+/** Seconds for `nbdcopy --connections=4 uri null:`. */
+function nbdcopy(uri: string): number {
+  const t0 = process.hrtime.bigint();
+  execFileSync('nbdcopy', ['--connections=4', uri, 'null:'], { stdio: 'inherit' });
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+async function waitPath(path: string, child: ChildProcess): Promise<void> {
+  const end = Date.now() + 15_000;
+  while (!existsSync(path)) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
+    if (Date.now() > end) throw new Error(`timeout waiting for ${path}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await done;
+}
+
+function best(runs: number, f: () => number): number {
+  let b = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < runs; i++) b = Math.min(b, f());
+  return b;
+}
+
+function machine(): string[] {
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const ver = (cmd: string, a: string[]): string => {
+    try {
+      return execFileSync(cmd, a, { encoding: 'utf8' }).split('\n')[0]!.trim();
+    } catch {
+      return `${cmd}: not found`;
+    }
+  };
+  let kernel = '';
+  try {
+    kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+  } catch {}
+  return [
+    `- CPU: ${cpu} × ${cpus().length}; RAM ${(totalmem() / 2 ** 30).toFixed(1)} GiB (${(freemem() / 2 ** 30).toFixed(1)} free); Linux ${kernel}`,
+    `- Node ${process.version}; ${ver('qemu-nbd', ['--version'])}; ${ver('nbdcopy', ['--version'])}`,
+  ];
+}
+
+async function main(): Promise<void> {
+  const sizeMiB = arg('--size-mib', 1024);
+  const runs = arg('--runs', 2);
+  const size = sizeMiB * MiB;
+  const dir = mkdtempSync(join(tmpdir(), 'vmvault-mount-bench-'));
+  const log = (s: string): void => void process.stderr.write(`${s}\n`);
+  const children: ChildProcess[] = [];
+  try {
+    const raw = join(dir, 'disk.img');
+    const qcow2 = join(dir, 'disk.qcow2');
+    log(`making a ${sizeMiB} MiB image in ${dir}`);
+    makeImage(raw, size);
+    execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
+    warm(raw);
+    warm(qcow2);
+
+    log('(b) backup raw vs qcow2');
+    const bRaw = timeBackup(join(dir, 'repo-raw'), raw);
+    const bQcow = timeBackup(join(dir, 'repo-qcow2'), qcow2);
+
+    log('(a) nbdcopy from qemu-nbd and from vmvault mount');
+    const qsock = join(dir, 'qemu.sock');
+    const q = spawn('qemu-nbd', ['-r', '-f', 'raw', '-t', '-e', '8', '-k', qsock, raw], { stdio: 'ignore' });
+    children.push(q);
+    await waitPath(qsock, q);
+    const qemuS = best(runs, () => nbdcopy(`nbd+unix:///?socket=${qsock}`));
+    await stop(q);
+
+    const vsock = join(dir, 'vmvault.sock');
+    const m = spawn(process.execPath, [BIN, 'mount', bRaw.id, '--socket', vsock], {
+      env: { ...process.env, VMVAULT_REPO: join(dir, 'repo-raw'), XDG_CACHE_HOME: join(dir, 'cache') },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(m);
+    const uri = await new Promise<string>((res, rej) => {
+      createInterface({ input: m.stdout! }).once('line', res);
+      m.once('exit', (c) => rej(new Error(`vmvault mount exited (${c})`)));
+    });
+    const mountS = best(runs, () => nbdcopy(uri));
+    await stop(m);
+
+    const rate = (s: number): string => (sizeMiB / s).toFixed(0);
+    const mountRatio = qemuS / mountS;
+    const backupRatio = bQcow.seconds / bRaw.seconds;
+    const rows = [
+      '| measurement | time (s) | MiB/s | ratio | bar | pass |',
+      '| --- | ---: | ---: | ---: | --- | --- |',
+      `| nbdcopy ← qemu-nbd -r -f raw | ${qemuS.toFixed(2)} | ${rate(qemuS)} | 1.00 | | |`,
+      `| nbdcopy ← vmvault mount | ${mountS.toFixed(2)} | ${rate(mountS)} | ${(mountRatio * 100).toFixed(0)} % of qemu-nbd | ≥ 50 % | ${mountRatio >= 0.5 ? 'yes' : 'NO'} |`,
+      `| vmvault backup raw | ${bRaw.seconds.toFixed(2)} | ${rate(bRaw.seconds)} | 1.00 | | |`,
+      `| vmvault backup qcow2 | ${bQcow.seconds.toFixed(2)} | ${rate(bQcow.seconds)} | ${backupRatio.toFixed(2)}× raw | ≤ 1.2× | ${backupRatio <= 1.2 ? 'yes' : 'NO'} |`,
+    ];
+    const out = [
+      `## vmvault mount / image-source benchmark (${sizeMiB} MiB image, best of ${runs} nbdcopy runs)`,
+      '',
+      ...rows,
+      '',
+      `- command: \`${['node dist/bench/mount-bench.js', ...process.argv.slice(2)].join(' ')}\``,
+      ...machine(),
+      '',
+    ];
+    process.stdout.write(`${out.join('\n')}\n`);
+  } finally {
+    for (const c of children) await stop(c);
+    if (!process.argv.includes('--keep')) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`mount-bench: ${(err as Error).stack ?? err}\n`);
+  process.exit(1);
+});

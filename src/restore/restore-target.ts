@@ -1,0 +1,105 @@
+/**
+ * Where a full restore writes: a sparse raw file (written under a temporary name and renamed
+ * when complete), a block device (zero chunks written as zeros), or a thin qcow2 image
+ * (`qcow2-target.ts`). The restore pipeline writes data chunks through this interface only.
+ */
+import { type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
+import { errnoCode, nativeAddon, VmvaultError } from '../core/index.js';
+
+/** A restore destination. */
+export interface RestoreTarget {
+  /** True when ranges not written keep old content, so zero chunks must be written (devices). */
+  readonly needsZeros: boolean;
+  /** Writes `buf` at `offset`. */
+  write(buf: Buffer, offset: number): Promise<void>;
+  /** Writes zeros over a range (only called when {@link needsZeros}). */
+  writeZeros(offset: number, length: number): Promise<void>;
+  /** Makes everything durable and puts the result in place. */
+  finalize(): Promise<void>;
+  /** Gives up: releases resources and removes partial results. Never throws. */
+  abort(): Promise<void>;
+}
+
+const ZEROS = Buffer.alloc(1 << 20);
+
+/** What is at `target` now: null when nothing. Other stat failures are E_TARGET errors. */
+export async function statTarget(target: string): Promise<import('node:fs').Stats | null> {
+  try {
+    return await stat(target);
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT')
+      throw new VmvaultError('E_TARGET', `cannot use ${target}: ${(err as Error).message}`);
+    return null;
+  }
+}
+
+/** Refuses to replace an existing non-file, or an existing file without `force`. */
+export function checkReplaceable(target: string, st: import('node:fs').Stats | null, force: boolean): void {
+  if (st && !st.isFile())
+    throw new VmvaultError('E_TARGET', `${target} is neither a file nor a block device`);
+  if (st && !force) {
+    throw new VmvaultError('E_TARGET', `${target} already exists`, {
+      hint: 'pass --force to overwrite it, or choose another path',
+    });
+  }
+}
+
+async function writeAll(fh: FileHandle, buf: Buffer, offset: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, offset + done);
+    done += bytesWritten;
+  }
+}
+
+async function writeZerosTo(fh: FileHandle, offset: number, length: number): Promise<void> {
+  for (let done = 0; done < length; ) {
+    const n = Math.min(ZEROS.length, length - done);
+    await writeAll(fh, ZEROS.subarray(0, n), offset + done);
+    done += n;
+  }
+}
+
+/** Opens a raw target: a block device written in place, or a sparse file created beside it. */
+export async function openRawTarget(target: string, size: number, force: boolean): Promise<RestoreTarget> {
+  const st = await statTarget(target);
+  if (st?.isBlockDevice()) {
+    const fh = await open(target, 'r+');
+    const n = nativeAddon();
+    const devSize = n ? n.blkGetSize64(fh.fd) : Number.POSITIVE_INFINITY;
+    if (devSize < size) {
+      await fh.close();
+      throw new VmvaultError('E_TARGET', `${target} holds ${devSize} bytes; the disk needs ${size}`);
+    }
+    return {
+      needsZeros: true,
+      write: (buf, offset) => writeAll(fh, buf, offset),
+      writeZeros: (offset, length) => writeZerosTo(fh, offset, length),
+      finalize: async () => {
+        await fh.sync();
+        await fh.close();
+      },
+      abort: () => fh.close().catch(() => {}),
+    };
+  }
+  checkReplaceable(target, st, force);
+  const tmp = `${target}.vmvault-partial`;
+  const fh = await open(tmp, 'w').catch((err: unknown) => {
+    throw new VmvaultError('E_TARGET', `cannot create ${tmp}: ${(err as Error).message}`);
+  });
+  await fh.truncate(size);
+  return {
+    needsZeros: false,
+    write: (buf, offset) => writeAll(fh, buf, offset),
+    writeZeros: (offset, length) => writeZerosTo(fh, offset, length),
+    finalize: async () => {
+      await fh.sync();
+      await fh.close();
+      await rename(tmp, target);
+    },
+    abort: async () => {
+      await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+    },
+  };
+}
