@@ -19,6 +19,8 @@ export interface Backend {
   read(name: string): Promise<Buffer>;
   /** Reads `length` bytes at `offset`; fewer only if the object is shorter (then E_CORRUPT). */
   readRange(name: string, offset: number, length: number): Promise<Buffer>;
+  /** Reads `target.length` bytes at `offset` into `target` (E_CORRUPT when the object is shorter). */
+  readRangeInto(name: string, offset: number, target: Buffer): Promise<void>;
   /** Writes an object atomically and durably: readers see all of it or nothing. */
   write(name: string, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** Lists the objects under a prefix directory ("packs", "snapshots"), recursively. */

@@ -36,8 +36,18 @@ export class LocalBackend implements Backend {
     return this.readRangeFrom(await this.openRead(name), name, offset, length);
   }
 
+  async readRangeInto(name: string, offset: number, target: Buffer): Promise<void> {
+    await this.fill(await this.openRead(name), name, offset, target);
+  }
+
   private async readRangeFrom(fh: FileHandle, name: string, offset: number, length: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length);
+    await this.fill(fh, name, offset, buf);
+    return buf;
+  }
+
+  private async fill(fh: FileHandle, name: string, offset: number, buf: Buffer): Promise<void> {
+    const length = buf.length;
     let done = 0;
     while (done < length) {
       const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
@@ -48,7 +58,6 @@ export class LocalBackend implements Backend {
       }
       done += bytesRead;
     }
-    return buf;
   }
 
   private openRead(name: string): Promise<FileHandle> {

@@ -5,7 +5,7 @@
  * one and encoding earlier chunks overlap; memory is bounded by the segment size and the
  * number of chunks in flight, whatever the disk size.
  */
-import { VmvaultError } from '../core/index.js';
+import { type Slab, SlabPool, VmvaultError } from '../core/index.js';
 import {
   BlobType,
   type CodecPool,
@@ -50,40 +50,6 @@ export interface BackupDiskOptions {
 }
 
 const DIGEST_SIZE = 32;
-
-/** A shared segment buffer; `refs` counts the segment itself and each chunk being encoded. */
-interface Slab {
-  shared: SharedArrayBuffer;
-  refs: number;
-}
-
-/** A fixed set of shared segment buffers, so reading allocates nothing per segment. */
-class SlabPool {
-  private readonly free: Slab[] = [];
-  private readonly waiters: ((s: Slab) => void)[] = [];
-
-  constructor(bytes: number, count: number) {
-    for (let i = 0; i < count; i++) this.free.push({ shared: new SharedArrayBuffer(bytes), refs: 0 });
-  }
-
-  acquire(): Promise<Slab> {
-    const s = this.free.pop();
-    if (s) {
-      s.refs = 1;
-      return Promise.resolve(s);
-    }
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  release(s: Slab): void {
-    if (--s.refs > 0) return;
-    const w = this.waiters.shift();
-    if (w) {
-      s.refs = 1;
-      w(s);
-    } else this.free.push(s);
-  }
-}
 
 /** Backs up one disk into `repo`; the caller flushes the repository and writes the manifest. */
 export async function backupDisk(
@@ -131,7 +97,7 @@ export async function backupDisk(
     } else {
       stats.chunksNew++;
       queued.add(key);
-      slab.refs++;
+      slabs.retain(slab);
       const encoded = pool.encodeShared(slab.shared, offset, length).finally(() => slabs.release(slab));
       queue.push({ digest, rawLength: length, encoded });
       while (queue.length > maxInFlight) await drainOne();

@@ -3,3 +3,4 @@ export { VmvaultError, isVmvaultError, errnoCode, type ErrorCode } from './error
 export type { BlockReader, Extent } from './block-reader.js';
 export { formatBytes, formatDuration, parseBytes } from './units.js';
 export { nativeAddon, type NativeAddon, SEEK_DATA, SEEK_HOLE, SEEK_END } from './native.js';
+export { SlabPool, type Slab } from './slab-pool.js';

@@ -108,6 +108,21 @@ export class CodecPool {
     return this.send({ op: 'encodeShared', shared, offset, length }, []);
   }
 
+  /**
+   * Decodes and checks blobs lying in a shared buffer (a run read from one pack). With `fd`,
+   * the worker writes each at its `fileOffset` (positioned writes) and nothing comes back;
+   * without, the decoded blobs come back concatenated in item order.
+   */
+  decodeRun(
+    shared: SharedArrayBuffer,
+    items: { offset: number; length: number; digest: Buffer; rawLength: number; fileOffset: number }[],
+    where: string,
+    fd: number | null,
+  ): Promise<Buffer> {
+    const wire = items.map((it) => ({ ...it, digest: new Uint8Array(it.digest) }));
+    return this.send({ op: 'decodeRun', shared, items: wire, where, fd }, []);
+  }
+
   /** Number of worker threads. */
   get size(): number {
     return this.slots.length;

@@ -2,6 +2,7 @@
  * Worker thread body of the {@link CodecPool}: encodes (compress + seal) and decodes (open +
  * decompress + check digest) blobs off the main thread.
  */
+import { writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { VmvaultError } from '../core/index.js';
 import { BlobDecoder, BlobEncoder } from './blob-codec.js';
@@ -25,7 +26,51 @@ type Request =
   | { id: number; op: 'encode'; data: Uint8Array }
   | { id: number; op: 'decode'; data: Uint8Array; digest: Uint8Array; rawLength: number; where: string }
   | { id: number; op: 'hash'; shared: SharedArrayBuffer; offset: number; length: number; chunkSize: number }
-  | { id: number; op: 'encodeShared'; shared: SharedArrayBuffer; offset: number; length: number };
+  | { id: number; op: 'encodeShared'; shared: SharedArrayBuffer; offset: number; length: number }
+  | {
+      id: number;
+      op: 'decodeRun';
+      shared: SharedArrayBuffer;
+      items: RunItem[];
+      where: string;
+      fd: number | null;
+    };
+
+/** One blob of a run read into a shared buffer (see CodecPool.decodeRun). */
+interface RunItem {
+  offset: number;
+  length: number;
+  digest: Uint8Array;
+  rawLength: number;
+  /** Where to write the decoded bytes (with an fd), or -1 to return them. */
+  fileOffset: number;
+}
+
+/** Decodes the blobs of a run; writes them to `fd` or returns them back to back. */
+function decodeRun(
+  shared: SharedArrayBuffer,
+  items: RunItem[],
+  where: string,
+  fd: number | null,
+): Uint8Array {
+  const outs: Buffer[] = [];
+  for (const it of items) {
+    const plain = decoder.decode(
+      Buffer.from(shared, it.offset, it.length),
+      Buffer.from(it.digest),
+      it.rawLength,
+      where,
+    );
+    if (fd === null) {
+      outs.push(plain);
+      continue;
+    }
+    for (let done = 0; done < plain.length; ) {
+      done += writeSync(fd, plain, done, plain.length - done, it.fileOffset + done);
+    }
+  }
+  return fd === null ? Buffer.concat(outs) : new Uint8Array(0);
+}
 
 /**
  * Digests of the chunks of a shared segment: 32 bytes per chunk, all zero for a chunk that
@@ -51,7 +96,9 @@ function toTransferable(b: Uint8Array): Uint8Array {
 parentPort!.on('message', (req: Request) => {
   try {
     let out: Buffer | Uint8Array;
-    if (req.op === 'hash') {
+    if (req.op === 'decodeRun') {
+      out = decodeRun(req.shared, req.items, req.where, req.fd);
+    } else if (req.op === 'hash') {
       out = hashChunks(Buffer.from(req.shared, req.offset, req.length), req.chunkSize);
     } else if (req.op === 'encodeShared') {
       out = encoder.encode(Buffer.from(req.shared, req.offset, req.length));

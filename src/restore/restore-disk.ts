@@ -5,7 +5,7 @@
  * chunks stay holes in files and are written as zeros on devices. A file target is written
  * under a temporary name and renamed into place only when complete.
  */
-import { VmvaultError } from '../core/index.js';
+import { SlabPool, VmvaultError } from '../core/index.js';
 import {
   type CodecPool,
   type DiskRecord,
@@ -45,6 +45,9 @@ export interface RestoreResult {
   chunks: number;
 }
 
+/** Bytes written between early write-back requests (so the final fsync is short). */
+const WRITEBACK_EVERY = 128 << 20;
+
 /** Restores `disk` of a restore point to `target`. */
 export async function restoreDisk(
   repo: Repository,
@@ -73,10 +76,9 @@ export async function restoreDisk(
       .finally(() => inflight.delete(q));
     inflight.add(q);
   };
-  const writeAt = async (buf: Buffer, offset: number): Promise<void> => {
-    await out.write(buf, offset);
-    progress.bytesWritten += buf.length;
-  };
+  // Runs are read into shared slabs; a slab also fits the largest single blob.
+  let flushedAt = 0;
+  const slabs = new SlabPool(Math.max(maxRead, cs + 4096), 8);
 
   try {
     const reader = repo.treeReader(fromHex(disk.root), disk.size, cs);
@@ -125,29 +127,59 @@ export async function restoreDisk(
           j++;
         const run = items.slice(i, j);
         i = j;
-        while (inflight.size >= 8) await Promise.race(inflight);
         if (failure) throw failure;
+        const slab = await slabs.acquire();
         track(
           (async () => {
-            const first = run[0]!;
-            const last = run[run.length - 1]!;
-            const data = await readRun(
-              repo,
-              first.pack,
-              first.offset,
-              last.offset + last.length - first.offset,
-              first.digest,
-            );
-            await Promise.all(
-              run.map(async (it) => {
-                const stored = data.subarray(it.offset - first.offset, it.offset - first.offset + it.length);
-                const plain = await pool.decode(stored, it.digest, it.rawLength, `pack ${it.pack}`);
-                await writeAt(plain, it.index * cs);
-                chunks++;
-              }),
-            );
-            progress.done = Math.max(progress.done, Math.min(disk.size, (last.index + 1) * cs));
-            opts.onProgress?.(progress);
+            try {
+              const first = run[0]!;
+              const last = run[run.length - 1]!;
+              const length = last.offset + last.length - first.offset;
+              await readRun(
+                repo,
+                first.pack,
+                first.offset,
+                Buffer.from(slab.shared, 0, length),
+                first.digest,
+              );
+              // One message per worker per run; workers check every blob and, for files and
+              // devices, write it themselves.
+              const parts = Math.min(pool.size, run.length);
+              const per = Math.ceil(run.length / parts);
+              await Promise.all(
+                Array.from({ length: parts }, async (_, k) => {
+                  const slice = run.slice(k * per, (k + 1) * per);
+                  const decoded = await pool.decodeRun(
+                    slab.shared,
+                    slice.map((it) => ({
+                      offset: it.offset - first.offset,
+                      length: it.length,
+                      digest: it.digest,
+                      rawLength: it.rawLength,
+                      fileOffset: it.index * cs,
+                    })),
+                    `pack ${first.pack}`,
+                    out.fd ?? null,
+                  );
+                  let pos = 0;
+                  for (const it of slice) {
+                    if (out.fd === undefined)
+                      await out.write(decoded.subarray(pos, pos + it.rawLength), it.index * cs);
+                    pos += it.rawLength;
+                    progress.bytesWritten += it.rawLength;
+                    chunks++;
+                  }
+                }),
+              );
+              progress.done = Math.max(progress.done, Math.min(disk.size, (last.index + 1) * cs));
+              if (progress.bytesWritten - flushedAt >= WRITEBACK_EVERY) {
+                flushedAt = progress.bytesWritten;
+                out.startWriteback?.();
+              }
+              opts.onProgress?.(progress);
+            } finally {
+              slabs.release(slab);
+            }
           })(),
         );
       }
@@ -170,11 +202,11 @@ async function readRun(
   repo: Repository,
   pack: string,
   offset: number,
-  length: number,
+  into: Buffer,
   firstDigest: Buffer,
-): Promise<Buffer> {
+): Promise<void> {
   try {
-    return await repo.backend.readRange(packObjectName(pack), offset, length);
+    await repo.backend.readRangeInto(packObjectName(pack), offset, into);
   } catch (err) {
     if (err instanceof VmvaultError && (err.code === 'E_NOT_FOUND' || err.code === 'E_CORRUPT')) {
       // Let the repository produce the precise error (missing or truncated pack, with the chunk).

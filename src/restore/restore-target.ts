@@ -16,6 +16,17 @@ export interface RestoreTarget {
   writeZeros(offset: number, length: number): Promise<void>;
   /** Makes everything durable and puts the result in place. */
   finalize(): Promise<void>;
+  /**
+   * A file descriptor that accepts positioned writes of decoded chunks directly (files and
+   * devices), so worker threads write without handing data back; absent for targets that must
+   * be written through {@link write}.
+   */
+  readonly fd?: number;
+  /**
+   * Starts writing back what was written so far without waiting, so the final flush in
+   * {@link finalize} has little left to do. Optional.
+   */
+  startWriteback?(): void;
   /** Gives up: releases resources and removes partial results. Never throws. */
   abort(): Promise<void>;
 }
@@ -73,6 +84,7 @@ export async function openRawTarget(target: string, size: number, force: boolean
     }
     return {
       needsZeros: true,
+      fd: fh.fd,
       write: (buf, offset) => writeAll(fh, buf, offset),
       writeZeros: (offset, length) => writeZerosTo(fh, offset, length),
       finalize: async () => {
@@ -84,15 +96,26 @@ export async function openRawTarget(target: string, size: number, force: boolean
   }
   checkReplaceable(target, st, force);
   const tmp = `${target}.vmvault-partial`;
+  let writeback: Promise<void> | null = null;
   const fh = await open(tmp, 'w').catch((err: unknown) => {
     throw new VmvaultError('E_TARGET', `cannot create ${tmp}: ${(err as Error).message}`);
   });
   await fh.truncate(size);
   return {
     needsZeros: false,
+    fd: fh.fd,
     write: (buf, offset) => writeAll(fh, buf, offset),
     writeZeros: (offset, length) => writeZerosTo(fh, offset, length),
+    startWriteback: () => {
+      writeback ??= fh
+        .datasync()
+        .catch(() => {}) // finalize's fsync reports real errors
+        .finally(() => {
+          writeback = null;
+        });
+    },
     finalize: async () => {
+      await writeback;
       await fh.sync();
       await fh.close();
       await rename(tmp, target);
