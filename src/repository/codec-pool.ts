@@ -8,7 +8,7 @@ import { type ErrorCode, VmvaultError } from '../core/index.js';
 import type { Repository } from './repository.js';
 
 interface Pending {
-  resolve: (b: Buffer) => void;
+  resolve: (b: Buffer | Buffer[]) => void;
   reject: (e: unknown) => void;
 }
 
@@ -38,6 +38,7 @@ export class CodecPool {
         (m: {
           id: number;
           data?: Uint8Array;
+          parts?: Uint8Array[];
           error?: { code: ErrorCode; message: string; hint?: string; details?: Record<string, unknown> };
         }) => {
           const p = this.pending.get(m.id);
@@ -51,6 +52,8 @@ export class CodecPool {
                 details: m.error.details ?? {},
               }),
             );
+          } else if (m.parts) {
+            p.resolve(m.parts.map((d) => Buffer.from(d.buffer, d.byteOffset, d.byteLength)));
           } else {
             const d = m.data!;
             p.resolve(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
@@ -74,14 +77,17 @@ export class CodecPool {
     }
   }
 
-  private send(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Buffer> {
+  private send<T extends Buffer | Buffer[] = Buffer>(
+    msg: Record<string, unknown>,
+    transfer: ArrayBuffer[],
+  ): Promise<T> {
     if (this.closed) return Promise.reject(new VmvaultError('E_INTERNAL', 'codec pool is closed'));
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.busy < slot.busy) slot = s;
     const id = this.nextId++;
     slot.busy++;
-    return new Promise<Buffer>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, slot });
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (b: Buffer | Buffer[]) => void, reject, slot });
       slot.worker.postMessage({ ...msg, id }, transfer);
     });
   }
@@ -111,16 +117,16 @@ export class CodecPool {
   /**
    * Decodes and checks blobs lying in a shared buffer (a run read from one pack). With `fd`,
    * the worker writes each at its `fileOffset` (positioned writes) and nothing comes back;
-   * without, the decoded blobs come back concatenated in item order.
+   * without, the decoded blobs come back, one buffer each, in item order.
    */
   decodeRun(
     shared: SharedArrayBuffer,
     items: { offset: number; length: number; digest: Buffer; rawLength: number; fileOffset: number }[],
     where: string,
     fd: number | null,
-  ): Promise<Buffer> {
+  ): Promise<Buffer[]> {
     const wire = items.map((it) => ({ ...it, digest: new Uint8Array(it.digest) }));
-    return this.send({ op: 'decodeRun', shared, items: wire, where, fd }, []);
+    return this.send<Buffer[]>({ op: 'decodeRun', shared, items: wire, where, fd }, []);
   }
 
   /** Number of worker threads. */

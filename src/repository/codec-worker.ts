@@ -52,8 +52,8 @@ function decodeRun(
   items: RunItem[],
   where: string,
   fd: number | null,
-): Uint8Array {
-  const outs: Buffer[] = [];
+): Uint8Array[] {
+  const outs: Uint8Array[] = [];
   for (const it of items) {
     const plain = decoder.decode(
       Buffer.from(shared, it.offset, it.length),
@@ -62,14 +62,14 @@ function decodeRun(
       where,
     );
     if (fd === null) {
-      outs.push(plain);
+      outs.push(toTransferable(plain));
       continue;
     }
     for (let done = 0; done < plain.length; ) {
       done += writeSync(fd, plain, done, plain.length - done, it.fileOffset + done);
     }
   }
-  return fd === null ? Buffer.concat(outs) : new Uint8Array(0);
+  return outs;
 }
 
 /**
@@ -88,8 +88,9 @@ function hashChunks(buf: Buffer, chunkSize: number): Uint8Array {
 }
 
 function toTransferable(b: Uint8Array): Uint8Array {
-  // Copy out of Node's shared pool when needed so the ArrayBuffer can be transferred.
-  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength) return b;
+  // Copy out of Node's pool or a shared buffer when needed so the ArrayBuffer can be transferred.
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer))
+    return b;
   return new Uint8Array(b);
 }
 
@@ -97,8 +98,14 @@ parentPort!.on('message', (req: Request) => {
   try {
     let out: Buffer | Uint8Array;
     if (req.op === 'decodeRun') {
-      out = decodeRun(req.shared, req.items, req.where, req.fd);
-    } else if (req.op === 'hash') {
+      const parts = decodeRun(req.shared, req.items, req.where, req.fd);
+      parentPort!.postMessage(
+        { id: req.id, parts },
+        parts.map((part) => part.buffer as ArrayBuffer),
+      );
+      return;
+    }
+    if (req.op === 'hash') {
       out = hashChunks(Buffer.from(req.shared, req.offset, req.length), req.chunkSize);
     } else if (req.op === 'encodeShared') {
       out = encoder.encode(Buffer.from(req.shared, req.offset, req.length));

@@ -11,13 +11,11 @@
  * behind it (it is issued at once; it only shares a fetch already under way for its chunk).
  */
 import type { BlockReader, Extent } from '../core/index.js';
-import { VmvaultError } from '../core/index.js';
+import { SlabPool, VmvaultError } from '../core/index.js';
 import {
   type CodecPool,
   type DiskRecord,
-  digestOf,
   fromHex,
-  hex,
   packObjectName,
   type Repository,
   type TreeReader,
@@ -54,10 +52,6 @@ const MAX_STREAMS = 8;
 const MAX_PREFETCH_BATCHES = 4;
 /** Largest single backend read of adjacent blobs. */
 const MAX_RUN_BYTES = 4 << 20;
-/** Decodes one prefetch batch keeps on the workers at once (reads queue behind at most these). */
-const PREFETCH_DECODES = 8;
-/** First byte of a plain blob stored without compression (docs/format.md, "Blobs"). */
-const CODEC_RAW = 0;
 
 interface Deferred {
   promise: Promise<Buffer | null>;
@@ -102,6 +96,7 @@ export class PointReader implements BlockReader {
   private cachedBytes = 0;
   private readonly cacheLimit: number;
   private readonly pool: CodecPool | undefined;
+  private readonly slabs: SlabPool;
   private readonly readAhead: number;
   private readonly chunkCount: number;
   private readonly streams: Stream[] = [];
@@ -119,6 +114,7 @@ export class PointReader implements BlockReader {
     this.tree = repo.treeReader(fromHex(disk.root), disk.size, disk.chunkSize);
     this.cacheLimit = opts.cacheBytes ?? 64 << 20;
     this.pool = opts.pool;
+    this.slabs = new SlabPool(MAX_RUN_BYTES + disk.chunkSize + 4096, 8);
     // Read-ahead must fit in the cache several times over, or it would evict itself.
     const dflt = Math.max(4, Math.floor((4 << 20) / disk.chunkSize));
     this.readAhead = Math.max(
@@ -250,53 +246,48 @@ export class PointReader implements BlockReader {
       runs.map(async (run) => {
         const first = run[0]!;
         const last = run[run.length - 1]!;
-        let data: Buffer;
+        const length = last.offset + last.length - first.offset;
+        // Read the run into a shared slab; the workers check and decode straight from it.
+        const slab = await this.slabs.acquire();
         try {
-          this.stats.packReads = (this.stats.packReads ?? 0) + 1;
-          data = await this.repo.backend.readRange(
-            packObjectName(first.pack),
-            first.offset,
-            last.offset + last.length - first.offset,
+          try {
+            this.stats.packReads = (this.stats.packReads ?? 0) + 1;
+            await this.repo.backend.readRangeInto(
+              packObjectName(first.pack),
+              first.offset,
+              Buffer.from(slab.shared, 0, length),
+            );
+          } catch (err) {
+            // Let the repository name the missing or truncated pack and chunk.
+            await this.repo.readStored(first.digest);
+            throw err;
+          }
+          // A guest read is split over every worker; prefetch uses one, leaving room for reads.
+          const parts = prefetch ? 1 : Math.min(pool.size, run.length);
+          const per = Math.ceil(run.length / parts);
+          await Promise.all(
+            Array.from({ length: parts }, async (_, k) => {
+              const slice = run.slice(k * per, (k + 1) * per);
+              const decoded = await pool.decodeRun(
+                slab.shared,
+                slice.map((it) => ({
+                  offset: it.offset - first.offset,
+                  length: it.length,
+                  digest: it.digest,
+                  rawLength: it.raw,
+                  fileOffset: -1,
+                })),
+                `pack ${first.pack}`,
+                null,
+              );
+              for (let n = 0; n < slice.length; n++) settle(slice[n]!.index, decoded[n]!);
+            }),
           );
-        } catch (err) {
-          // Let the repository name the missing or truncated pack and chunk.
-          await this.repo.readStored(first.digest);
-          throw err;
-        }
-        const decodeOne = async (it: (typeof run)[number]): Promise<void> => {
-          const stored = data.subarray(it.offset - first.offset, it.offset - first.offset + it.length);
-          const plain = this.plainBlob(stored, it.digest, it.raw, it.pack);
-          settle(it.index, plain ?? (await pool.decode(stored, it.digest, it.raw, `pack ${it.pack}`)));
-        };
-        if (!prefetch) {
-          await Promise.all(run.map(decodeOne));
-          return;
-        }
-        for (let k = 0; k < run.length; k += PREFETCH_DECODES) {
-          await Promise.all(run.slice(k, k + PREFETCH_DECODES).map(decodeOne));
+        } finally {
+          this.slabs.release(slab);
         }
       }),
     );
-  }
-
-  /**
-   * An unencrypted blob stored without compression, checked here (one hash, no copy): handing
-   * it to a worker would cost more than the check. Null for blobs the pool must decode.
-   */
-  private plainBlob(stored: Buffer, digest: Buffer, rawLength: number, pack: string): Buffer | null {
-    if (this.repo.sealKey || stored[0] !== CODEC_RAW) return null;
-    const data = stored.subarray(1);
-    if (data.length !== rawLength || !digestOf(data, this.repo.macKey).equals(digest)) {
-      throw new VmvaultError(
-        'E_CHUNK_CORRUPT',
-        `chunk ${hex(digest)} in pack ${pack} is damaged: digest mismatch`,
-        {
-          hint: "run 'vmvault verify' to list the restore points that use it",
-          details: { digest: hex(digest), where: `pack ${pack}` },
-        },
-      );
-    }
-    return data;
   }
 
   private insert(index: number, data: Buffer | null): void {

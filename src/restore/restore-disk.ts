@@ -161,11 +161,9 @@ export async function restoreDisk(
                     `pack ${first.pack}`,
                     out.fd ?? null,
                   );
-                  let pos = 0;
-                  for (const it of slice) {
-                    if (out.fd === undefined)
-                      await out.write(decoded.subarray(pos, pos + it.rawLength), it.index * cs);
-                    pos += it.rawLength;
+                  for (let n = 0; n < slice.length; n++) {
+                    const it = slice[n]!;
+                    if (out.fd === undefined) await out.write(decoded[n]!, it.index * cs);
                     progress.bytesWritten += it.rawLength;
                     chunks++;
                   }
