@@ -3,7 +3,7 @@
  * into place, then the directory is fsynced, so a crash leaves either the old state or the new.
  */
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VmvaultError, errnoCode } from '../core/index.js';
 import type { Backend, ObjectInfo } from './backend.js';
@@ -11,9 +11,17 @@ import type { Backend, ObjectInfo } from './backend.js';
 const TMP_MARK = '.tmp-';
 const MAX_OPEN_FILES = 64;
 
+/** An open read handle shared by concurrent reads of one object. */
+interface CachedHandle {
+  fh: Promise<FileHandle>;
+  users: number;
+  /** Removed from the cache while in use: close when the last user is done. */
+  evicted: boolean;
+}
+
 /** {@link Backend} over a local directory. */
 export class LocalBackend implements Backend {
-  private readonly handles = new Map<string, Promise<FileHandle>>();
+  private readonly handles = new Map<string, CachedHandle>();
   private readonly knownDirs = new Set<string>();
 
   constructor(readonly root: string) {}
@@ -27,23 +35,27 @@ export class LocalBackend implements Backend {
   }
 
   async read(name: string): Promise<Buffer> {
-    const fh = await this.openRead(name);
-    const { size } = await fh.stat();
-    return this.readRangeFrom(fh, name, 0, size);
+    // Whole objects (index segments, manifests) are read once: no cached handle.
+    try {
+      return await readFile(this.path(name));
+    } catch (err) {
+      throw this.openError(name, err);
+    }
   }
 
   async readRange(name: string, offset: number, length: number): Promise<Buffer> {
-    return this.readRangeFrom(await this.openRead(name), name, offset, length);
+    const buf = Buffer.allocUnsafe(length);
+    await this.readRangeInto(name, offset, buf);
+    return buf;
   }
 
   async readRangeInto(name: string, offset: number, target: Buffer): Promise<void> {
-    await this.fill(await this.openRead(name), name, offset, target);
-  }
-
-  private async readRangeFrom(fh: FileHandle, name: string, offset: number, length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
-    await this.fill(fh, name, offset, buf);
-    return buf;
+    const h = this.acquire(name);
+    try {
+      await this.fill(await h.fh, name, offset, target);
+    } finally {
+      this.releaseHandle(h);
+    }
   }
 
   private async fill(fh: FileHandle, name: string, offset: number, buf: Buffer): Promise<void> {
@@ -60,32 +72,50 @@ export class LocalBackend implements Backend {
     }
   }
 
-  private openRead(name: string): Promise<FileHandle> {
+  private openError(name: string, err: unknown): VmvaultError {
+    if (errnoCode(err) === 'ENOENT') {
+      return new VmvaultError('E_NOT_FOUND', `${name} does not exist in ${this.root}`, {
+        details: { object: name },
+      });
+    }
+    return new VmvaultError('E_IO', `cannot open ${this.path(name)}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+
+  /**
+   * A cached read handle with one more user. Handles stay open for later reads (packs are read
+   * many times); past MAX_OPEN_FILES the least recently used idle ones are closed — never one
+   * that a read is still using.
+   */
+  private acquire(name: string): CachedHandle {
     let h = this.handles.get(name);
     if (h) {
-      // refresh LRU position
-      this.handles.delete(name);
-      this.handles.set(name, h);
-      return h;
-    }
-    h = open(this.path(name), 'r').catch((err: unknown) => {
-      this.handles.delete(name);
-      if (errnoCode(err) === 'ENOENT') {
-        throw new VmvaultError('E_NOT_FOUND', `${name} does not exist in ${this.root}`, {
-          details: { object: name },
-        });
-      }
-      throw new VmvaultError('E_IO', `cannot open ${this.path(name)}: ${(err as Error).message}`, {
-        cause: err,
+      this.handles.delete(name); // refresh LRU position
+    } else {
+      const fh = open(this.path(name), 'r').catch((err: unknown) => {
+        if (this.handles.get(name) === h) this.handles.delete(name);
+        throw this.openError(name, err);
       });
-    });
+      fh.catch(() => {});
+      h = { fh, users: 0, evicted: false };
+    }
     this.handles.set(name, h);
+    h.users++;
     if (this.handles.size > MAX_OPEN_FILES) {
-      const [oldest, p] = this.handles.entries().next().value as [string, Promise<FileHandle>];
-      this.handles.delete(oldest);
-      p.then((fh) => fh.close()).catch(() => {});
+      for (const [k, v] of this.handles) {
+        if (this.handles.size <= MAX_OPEN_FILES) break;
+        if (v.users > 0) continue;
+        this.handles.delete(k);
+        v.fh.then((f) => f.close()).catch(() => {});
+      }
     }
     return h;
+  }
+
+  private releaseHandle(h: CachedHandle): void {
+    h.users--;
+    if (h.users === 0 && h.evicted) h.fh.then((f) => f.close()).catch(() => {});
   }
 
   async write(name: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
@@ -148,7 +178,8 @@ export class LocalBackend implements Backend {
     const h = this.handles.get(name);
     if (h) {
       this.handles.delete(name);
-      await h.then((fh) => fh.close()).catch(() => {});
+      if (h.users === 0) await h.fh.then((fh) => fh.close()).catch(() => {});
+      else h.evicted = true;
     }
     try {
       await unlink(this.path(name));
@@ -186,7 +217,7 @@ export class LocalBackend implements Backend {
   async close(): Promise<void> {
     const all = [...this.handles.values()];
     this.handles.clear();
-    await Promise.all(all.map((p) => p.then((fh) => fh.close()).catch(() => {})));
+    await Promise.all(all.map((h) => h.fh.then((fh) => fh.close()).catch(() => {})));
   }
 }
 
