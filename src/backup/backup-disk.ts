@@ -62,7 +62,7 @@ export async function backupDisk(
   const size = source.size;
   const chunkCount = Math.ceil(size / cs);
   const segChunks = Math.max(1, Math.floor((opts.segmentSize ?? 4 << 20) / cs));
-  const maxInFlight = opts.maxInFlight ?? 64;
+  const maxInFlight = opts.maxInFlight ?? 256;
   const tree = new TreeBuilder(chunkCount, (_level, page) => repo.storePage(page));
   const stats = { bytesRead: 0, bytesStored: 0, chunksNew: 0, chunksReused: 0, chunksZero: 0 };
   const progress: BackupProgress = { done: 0, total: size, bytesRead: 0, bytesStored: 0 };
@@ -79,13 +79,16 @@ export async function backupDisk(
     progress.bytesStored = stats.bytesStored;
   };
 
-  /** Handles chunk `index` whose digest was computed by a worker (null: reads as zeros). */
+  /**
+   * Handles chunk `index` whose digest a worker computed (null: reads as zeros). New chunks are
+   * collected in `fresh` and sent to the workers per segment, in batches.
+   */
   const processChunk = async (
     index: number,
     digest: Buffer | null,
-    slab: Slab,
     offset: number,
     length: number,
+    fresh: { digest: Buffer; offset: number; length: number }[],
   ): Promise<void> => {
     if (!digest) {
       stats.chunksZero++;
@@ -97,12 +100,34 @@ export async function backupDisk(
     } else {
       stats.chunksNew++;
       queued.add(key);
-      slabs.retain(slab);
-      const encoded = pool.encodeShared(slab.shared, offset, length).finally(() => slabs.release(slab));
-      queue.push({ digest, rawLength: length, encoded });
-      while (queue.length > maxInFlight) await drainOne();
+      fresh.push({ digest, offset, length });
     }
     await tree.set(index, digest);
+  };
+
+  /** Sends a segment's new chunks to the workers (one message per worker) and queues them. */
+  const encodeFresh = async (
+    slab: Slab,
+    fresh: { digest: Buffer; offset: number; length: number }[],
+  ): Promise<void> => {
+    if (fresh.length === 0) return;
+    const parts = Math.min(pool.size, fresh.length);
+    const per = Math.ceil(fresh.length / parts);
+    for (let k = 0; k < parts; k++) {
+      const batch = fresh.slice(k * per, (k + 1) * per);
+      slabs.retain(slab);
+      const encoded = pool
+        .encodeSharedMany(
+          slab.shared,
+          batch.map((b) => [b.offset, b.length] as [number, number]),
+        )
+        .finally(() => slabs.release(slab));
+      encoded.catch(() => {}); // awaited through the queue
+      batch.forEach((b, n) => {
+        queue.push({ digest: b.digest, rawLength: b.length, encoded: encoded.then((all) => all[n]!) });
+      });
+    }
+    while (queue.length > maxInFlight) await drainOne();
   };
 
   // Chunk runs to read or to copy from the parent, from the source's extents.
@@ -117,7 +142,7 @@ export async function backupDisk(
     | { kind: 'read'; first: number; slab: Slab; length: number; digests: Buffer }
     | { kind: 'copy'; first: number; count: number };
   const segBytes = segChunks * cs;
-  const slabs = new SlabPool(segBytes, 6);
+  const slabs = new SlabPool(segBytes, 10);
   const readSegment = async (first: number, count: number): Promise<Item> => {
     const start = first * cs;
     const len = Math.min(count * cs, size - start);
@@ -210,17 +235,19 @@ export async function backupDisk(
       }
       const n = Math.ceil(seg.length / cs);
       try {
+        const fresh: { digest: Buffer; offset: number; length: number }[] = [];
         for (let i = 0; i < n; i++) {
           const d = seg.digests.subarray(i * DIGEST_SIZE, (i + 1) * DIGEST_SIZE);
           const off = i * cs;
           await processChunk(
             seg.first + i,
             d.equals(ZERO_DIGEST) ? null : Buffer.from(d),
-            seg.slab,
             off,
             Math.min(cs, seg.length - off),
+            fresh,
           );
         }
+        await encodeFresh(seg.slab, fresh);
       } finally {
         slabs.release(seg.slab); // the segment's own reference
       }

@@ -13,14 +13,14 @@ export class BlobEncoder {
   private readonly compressor: Compressor | null;
 
   /**
-   * @param level zstd level, or 0 for no compression.
+   * @param level zstd level (negative levels are the fast ones), or 0 for no compression.
    * @param key AES key, or null for a plain repository.
    */
   constructor(
     level: number,
     private readonly key: Buffer | null,
   ) {
-    if (level > 0) {
+    if (level !== 0) {
       this.compressor = new Compressor();
       this.compressor.setParameters({ compressionLevel: level });
     } else {

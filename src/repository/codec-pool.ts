@@ -129,6 +129,11 @@ export class CodecPool {
     return this.send<Buffer[]>({ op: 'decodeRun', shared, items: wire, where, fd }, []);
   }
 
+  /** Encodes several ranges of a shared segment in one message; results in range order. */
+  encodeSharedMany(shared: SharedArrayBuffer, ranges: [number, number][]): Promise<Buffer[]> {
+    return this.send<Buffer[]>({ op: 'encodeMany', shared, ranges }, []);
+  }
+
   /** Number of worker threads. */
   get size(): number {
     return this.slots.length;

@@ -27,6 +27,7 @@ type Request =
   | { id: number; op: 'decode'; data: Uint8Array; digest: Uint8Array; rawLength: number; where: string }
   | { id: number; op: 'hash'; shared: SharedArrayBuffer; offset: number; length: number; chunkSize: number }
   | { id: number; op: 'encodeShared'; shared: SharedArrayBuffer; offset: number; length: number }
+  | { id: number; op: 'encodeMany'; shared: SharedArrayBuffer; ranges: [number, number][] }
   | {
       id: number;
       op: 'decodeRun';
@@ -99,6 +100,14 @@ parentPort!.on('message', (req: Request) => {
     let out: Buffer | Uint8Array;
     if (req.op === 'decodeRun') {
       const parts = decodeRun(req.shared, req.items, req.where, req.fd);
+      parentPort!.postMessage(
+        { id: req.id, parts },
+        parts.map((part) => part.buffer as ArrayBuffer),
+      );
+      return;
+    }
+    if (req.op === 'encodeMany') {
+      const parts = req.ranges.map(([o, l]) => toTransferable(encoder.encode(Buffer.from(req.shared, o, l))));
       parentPort!.postMessage(
         { id: req.id, parts },
         parts.map((part) => part.buffer as ArrayBuffer),

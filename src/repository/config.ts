@@ -47,7 +47,7 @@ export async function createConfig(opts: {
     createdAt: new Date().toISOString(),
     chunkSize: opts.chunkSize,
     packSize: opts.packSize,
-    compression: { algorithm: opts.compressionLevel > 0 ? 'zstd' : 'none', level: opts.compressionLevel },
+    compression: { algorithm: opts.compressionLevel !== 0 ? 'zstd' : 'none', level: opts.compressionLevel },
   } as const;
   if (opts.passphrase === null) return { config: { ...base, encryption: null }, key: null };
   const salt = randomBytes(32);

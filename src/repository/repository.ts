@@ -38,7 +38,7 @@ export interface WriteStats {
 }
 
 /** How many sealed packs may be in flight to the backend at once. */
-const MAX_PACK_WRITES = 2;
+const MAX_PACK_WRITES = 4;
 
 /** An open vmvault repository. */
 export class Repository {

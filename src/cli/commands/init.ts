@@ -36,10 +36,10 @@ export const initCommand: Command = {
       );
     }
     const level = v['compression-level'] === undefined ? undefined : Number(v['compression-level']);
-    if (level !== undefined && (!Number.isInteger(level) || level < 0 || level > 19)) {
+    if (level !== undefined && (!Number.isInteger(level) || level < -7 || level > 19)) {
       throw new VmvaultError(
         'E_USAGE',
-        `--compression-level must be 0 (off) to 19, not ${v['compression-level']}`,
+        `--compression-level must be -7 (fastest) to 19 (smallest), or 0 for none, not ${v['compression-level']}`,
       );
     }
     const repo = await Repository.init(path, {
