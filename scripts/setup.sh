@@ -11,7 +11,7 @@ PACKAGES=(
   qemu-utils qemu-system-x86 qemu-system-common   # qemu-img, qemu-nbd, qemu-io, qemu-storage-daemon
   libnbd-bin nbdkit                  # nbdinfo, nbdcopy, nbdkit: NBD peers
   busybox-static linux-image-amd64   # the tiny test guest
-  restic borgbackup zstd             # benchmark peers
+  restic borgbackup zstd time        # benchmark peers; /usr/bin/time -v for peak RSS
   attr                               # setfattr for xattr tests
   qemu-guest-agent cpio              # guest agent inside the test guest; cpio cross-check
 )
