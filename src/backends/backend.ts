@@ -25,6 +25,8 @@ export interface Backend {
   write(name: string, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** Lists the objects under a prefix directory ("packs", "snapshots"), recursively. */
   list(prefix: string): Promise<ObjectInfo[]>;
+  /** Names of the objects under a prefix directory, without sizes (cheaper than {@link list}). */
+  listNames(prefix: string): Promise<string[]>;
   /** Size and mtime of an object, or null when it does not exist. */
   stat(name: string): Promise<ObjectInfo | null>;
   /** Removes an object; removing a missing object is not an error. */

@@ -164,6 +164,25 @@ export class LocalBackend implements Backend {
     return out;
   }
 
+  async listNames(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await readdir(this.path(rel), { withFileTypes: true });
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return;
+        throw err;
+      }
+      for (const e of entries) {
+        if (e.isDirectory()) await walk(`${rel}/${e.name}`);
+        else if (e.isFile() && !e.name.includes(TMP_MARK)) out.push(`${rel}/${e.name}`);
+      }
+    };
+    await walk(prefix);
+    return out;
+  }
+
   async stat(name: string): Promise<ObjectInfo | null> {
     try {
       const st = await stat(this.path(name));

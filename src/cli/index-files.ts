@@ -1,7 +1,7 @@
 /** Glue between the file index (src/files) and the catalog, used by backup and find. */
 import type { Catalog } from '../catalog/index.js';
 import type { BlockReader } from '../core/index.js';
-import { indexFiles } from '../files/index.js';
+import { type FileRecord, indexFiles } from '../files/index.js';
 import type { DiskRecord, Repository } from '../repository/index.js';
 import { PointReader } from '../restore/index.js';
 import type { DiskSource } from '../sources/index.js';
@@ -16,6 +16,21 @@ export function sourceReader(source: DiskSource): BlockReader {
       return buf;
     },
   };
+}
+
+/** Collects the file records of `disks` (never throws: unreadable volumes go to `onSkip`). */
+export async function collectFiles(
+  disks: readonly { disk: Pick<DiskRecord, 'name' | 'chunkSize'>; reader: BlockReader }[],
+  onSkip?: (volume: string, err: unknown) => void,
+): Promise<FileRecord[]> {
+  const records: FileRecord[] = [];
+  try {
+    for await (const r of indexFiles(disks as { disk: DiskRecord; reader: BlockReader }[], onSkip))
+      records.push(r);
+  } catch (err) {
+    onSkip?.('(disk)', err);
+  }
+  return records;
 }
 
 /** Indexes the files of a point into the catalog; returns the number of entries. */
@@ -41,7 +56,7 @@ export async function indexMissingPoints(repo: Repository, catalog: Catalog): Pr
     await indexPointFiles(
       catalog,
       id,
-      point.disks.map((disk) => ({ disk, reader: new PointReader(repo, disk) })),
+      point.disks.map((disk) => ({ disk, reader: new PointReader(repo, disk, { readAheadChunks: 0 }) })),
     );
     n++;
   }

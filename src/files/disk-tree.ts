@@ -78,7 +78,8 @@ export class PointFiles {
   reader(disk: DiskRecord): PointReader {
     let r = this.readers.get(disk.name);
     if (!r) {
-      r = new PointReader(this.repo, disk);
+      // Files are read by extents, not streamed: read-ahead would only fetch chunks nobody needs.
+      r = new PointReader(this.repo, disk, { readAheadChunks: 0 });
       this.readers.set(disk.name, r);
     }
     return r;

@@ -299,7 +299,7 @@ export class Repository {
 
   /** Ids of every stored manifest, without reading them. */
   async pointIds(): Promise<string[]> {
-    return (await this.backend.list('snapshots')).map((o) => o.name.slice('snapshots/'.length));
+    return (await this.backend.listNames('snapshots')).map((n) => n.slice('snapshots/'.length));
   }
 
   /** Reads one manifest by full id. */

@@ -4,7 +4,7 @@ import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { CodecPool } from '../../repository/index.js';
 import { openSource } from '../../sources/index.js';
 import type { Command } from '../command.js';
-import { indexPointFiles, sourceReader } from '../index-files.js';
+import { collectFiles, sourceReader } from '../index-files.js';
 import { backupVmCommand, VM_BACKUP_OPTIONS } from './backup-vm.js';
 
 export const backupCommand: Command = {
@@ -33,31 +33,39 @@ export const backupCommand: Command = {
       const bar = ctx.progress(`backup ${name}`);
       try {
         await repo.recoverOrphanPacks();
+        // The file index reads filesystem metadata from the source while the backup runs: the
+        // main thread is mostly idle then (workers hash and compress), so it costs little time.
+        const indexStarted = Date.now();
+        let indexMs = 0;
+        const indexing =
+          v['no-file-index'] === true
+            ? null
+            : collectFiles(
+                [{ disk: { name: 'disk0', chunkSize: repo.config.chunkSize }, reader: sourceReader(source) }],
+                (vol, err) => {
+                  if (!ctx.opts.quiet)
+                    process.stderr.write(
+                      `vmvault: not indexing files of ${vol}: ${(err as Error).message}\n`,
+                    );
+                },
+              ).finally(() => {
+                indexMs = Date.now() - indexStarted;
+              });
         const r = await runBackup(repo, pool, [{ name: 'disk0', source }], {
           name,
           tags: (v.tag as string[] | undefined) ?? [],
           onProgress: (p) => bar.update(p.done, p.total),
         });
         bar.done();
+        const records = indexing ? await indexing : [];
         const cat = await ctx.openCatalog(repo);
-        const indexStarted = Date.now();
         let filesIndexed = 0;
         try {
-          // The file index reads filesystem metadata from the source, which is still open.
-          if (v['no-file-index'] !== true)
-            filesIndexed = await indexPointFiles(
-              cat,
-              r.point.id,
-              r.point.disks.map((disk) => ({ disk, reader: sourceReader(source) })),
-              (vol, err) => {
-                if (!ctx.opts.quiet)
-                  process.stderr.write(`vmvault: not indexing files of ${vol}: ${(err as Error).message}\n`);
-              },
-            );
+          if (indexing) filesIndexed = cat.setFiles(r.point.id, records);
         } finally {
           cat.close();
         }
-        const fileIndexMs = Date.now() - indexStarted;
+        const fileIndexMs = indexMs;
         const d = r.point.disks[0]!;
         ctx.out(
           {
