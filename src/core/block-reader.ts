@@ -9,7 +9,7 @@ export interface BlockReader {
   readonly size: number;
   /**
    * Reads `length` bytes at `offset`. Reads past the end are an error; the returned buffer has
-   * exactly `length` bytes.
+   * exactly `length` bytes. It may be a view of a reader's cache: callers must not modify it.
    */
   read(offset: number, length: number): Promise<Buffer>;
 }

@@ -350,12 +350,19 @@ export class PointReader implements BlockReader {
         `read of ${length} bytes at ${offset} is outside the disk (${this.size} bytes)`,
       );
     }
-    const out = Buffer.alloc(length);
-    if (length === 0) return out;
+    if (length === 0) return Buffer.alloc(0);
     const cs = this.chunkSize;
     const first = Math.floor(offset / cs);
     const last = Math.floor((offset + length - 1) / cs);
     const got = await this.chunks(first, last - first + 1);
+    if (first === last) {
+      // Inside one chunk (metadata reads mostly are): a view of the cached chunk, no copy.
+      // Callers treat what read() returns as read-only.
+      const c = got[0];
+      const at = offset - first * cs;
+      if (c && at + length <= c.length) return c.subarray(at, at + length);
+    }
+    const out = Buffer.alloc(length);
     for (let i = first; i <= last; i++) {
       const c = got[i - first];
       if (!c) continue;

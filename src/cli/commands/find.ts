@@ -1,6 +1,5 @@
 import { VmvaultError, formatBytes } from '../../core/index.js';
 import type { Command } from '../command.js';
-import { indexMissingPoints } from '../index-files.js';
 import { table } from '../table.js';
 
 export const findCommand: Command = {
@@ -15,7 +14,11 @@ export const findCommand: Command = {
     try {
       const cat = await ctx.openCatalog(repo);
       try {
-        await indexMissingPoints(repo, cat);
+        if (cat.unindexedPoints().length > 0) {
+          // Loaded only when needed: indexing from the repository pulls in the filesystem readers.
+          const { indexMissingPoints } = await import('../index-files.js');
+          await indexMissingPoints(repo, cat);
+        }
         const found = cat.findFiles(args[0]!, v.name as string | undefined);
         // Number the versions of each path in time order: same size and mtime = same version.
         const versions = new Map<string, Map<string, number>>();
