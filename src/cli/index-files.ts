@@ -1,6 +1,6 @@
 /** Glue between the file index (src/files) and the catalog, used by backup and find. */
 import type { Catalog } from '../catalog/index.js';
-import type { BlockReader } from '../core/index.js';
+import { type BlockReader, CachedBlockReader } from '../core/index.js';
 import { type FileRecord, indexFiles } from '../files/index.js';
 import type { DiskRecord, Repository } from '../repository/index.js';
 import { PointReader } from '../restore/index.js';
@@ -8,14 +8,15 @@ import type { DiskSource } from '../sources/index.js';
 
 /** A {@link BlockReader} over a backup source (reads go to the source, e.g. the image file). */
 export function sourceReader(source: DiskSource): BlockReader {
-  return {
+  // Filesystem walks make many small reads: serve them from 64 KiB blocks.
+  return new CachedBlockReader({
     size: source.size,
     async read(offset: number, length: number): Promise<Buffer> {
       const buf = Buffer.alloc(length);
       await source.readInto(buf, offset);
       return buf;
     },
-  };
+  });
 }
 
 /** Collects the file records of `disks` (never throws: unreadable volumes go to `onSkip`). */
