@@ -142,26 +142,9 @@ export class LocalBackend implements Backend {
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {
-    const out: ObjectInfo[] = [];
-    const walk = async (rel: string): Promise<void> => {
-      let entries: import('node:fs').Dirent[];
-      try {
-        entries = await readdir(this.path(rel), { withFileTypes: true });
-      } catch (err) {
-        if (errnoCode(err) === 'ENOENT') return;
-        throw err;
-      }
-      for (const e of entries) {
-        const childRel = `${rel}/${e.name}`;
-        if (e.isDirectory()) await walk(childRel);
-        else if (e.isFile() && !e.name.includes(TMP_MARK)) {
-          const st = await stat(this.path(childRel)).catch(() => null);
-          if (st) out.push({ name: childRel, size: st.size, mtimeMs: st.mtimeMs });
-        }
-      }
-    };
-    await walk(prefix);
-    return out;
+    const names = await this.listNames(prefix);
+    const infos = await Promise.all(names.map((n) => this.stat(n).catch(() => null)));
+    return infos.filter((o): o is ObjectInfo => o !== null);
   }
 
   async listNames(prefix: string): Promise<string[]> {

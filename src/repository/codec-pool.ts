@@ -129,6 +129,27 @@ export class CodecPool {
     return this.send<Buffer[]>({ op: 'decodeRun', shared, items: wire, where, fd }, []);
   }
 
+  /**
+   * {@link decodeRun} split into `parts` messages (one per worker, at most) so the blobs of one
+   * run are decoded in parallel; results in item order.
+   */
+  async decodeRunSplit(
+    shared: SharedArrayBuffer,
+    items: { offset: number; length: number; digest: Buffer; rawLength: number; fileOffset: number }[],
+    where: string,
+    fd: number | null,
+    parts = this.size,
+  ): Promise<Buffer[]> {
+    const n = Math.max(1, Math.min(parts, items.length));
+    const per = Math.ceil(items.length / n);
+    const out = await Promise.all(
+      Array.from({ length: n }, (_, k) =>
+        this.decodeRun(shared, items.slice(k * per, (k + 1) * per), where, fd),
+      ),
+    );
+    return out.flat();
+  }
+
   /** Encodes several ranges of a shared segment in one message; results in range order. */
   encodeSharedMany(shared: SharedArrayBuffer, ranges: [number, number][]): Promise<Buffer[]> {
     return this.send<Buffer[]>({ op: 'encodeMany', shared, ranges }, []);

@@ -263,26 +263,20 @@ export class PointReader implements BlockReader {
             throw err;
           }
           // A guest read is split over every worker; prefetch uses one, leaving room for reads.
-          const parts = prefetch ? 1 : Math.min(pool.size, run.length);
-          const per = Math.ceil(run.length / parts);
-          await Promise.all(
-            Array.from({ length: parts }, async (_, k) => {
-              const slice = run.slice(k * per, (k + 1) * per);
-              const decoded = await pool.decodeRun(
-                slab.shared,
-                slice.map((it) => ({
-                  offset: it.offset - first.offset,
-                  length: it.length,
-                  digest: it.digest,
-                  rawLength: it.raw,
-                  fileOffset: -1,
-                })),
-                `pack ${first.pack}`,
-                null,
-              );
-              for (let n = 0; n < slice.length; n++) settle(slice[n]!.index, decoded[n]!);
-            }),
+          const decoded = await pool.decodeRunSplit(
+            slab.shared,
+            run.map((it) => ({
+              offset: it.offset - first.offset,
+              length: it.length,
+              digest: it.digest,
+              rawLength: it.raw,
+              fileOffset: -1,
+            })),
+            `pack ${first.pack}`,
+            null,
+            prefetch ? 1 : pool.size,
           );
+          for (let n = 0; n < run.length; n++) settle(run[n]!.index, decoded[n]!);
         } finally {
           this.slabs.release(slab);
         }

@@ -142,33 +142,25 @@ export async function restoreDisk(
                 Buffer.from(slab.shared, 0, length),
                 first.digest,
               );
-              // One message per worker per run; workers check every blob and, for files and
-              // devices, write it themselves.
-              const parts = Math.min(pool.size, run.length);
-              const per = Math.ceil(run.length / parts);
-              await Promise.all(
-                Array.from({ length: parts }, async (_, k) => {
-                  const slice = run.slice(k * per, (k + 1) * per);
-                  const decoded = await pool.decodeRun(
-                    slab.shared,
-                    slice.map((it) => ({
-                      offset: it.offset - first.offset,
-                      length: it.length,
-                      digest: it.digest,
-                      rawLength: it.rawLength,
-                      fileOffset: it.index * cs,
-                    })),
-                    `pack ${first.pack}`,
-                    out.fd ?? null,
-                  );
-                  for (let n = 0; n < slice.length; n++) {
-                    const it = slice[n]!;
-                    if (out.fd === undefined) await out.write(decoded[n]!, it.index * cs);
-                    progress.bytesWritten += it.rawLength;
-                    chunks++;
-                  }
-                }),
+              // Workers check every blob and, for files and devices, write it themselves.
+              const decoded = await pool.decodeRunSplit(
+                slab.shared,
+                run.map((it) => ({
+                  offset: it.offset - first.offset,
+                  length: it.length,
+                  digest: it.digest,
+                  rawLength: it.rawLength,
+                  fileOffset: it.index * cs,
+                })),
+                `pack ${first.pack}`,
+                out.fd ?? null,
               );
+              for (let n = 0; n < run.length; n++) {
+                const it = run[n]!;
+                if (out.fd === undefined) await out.write(decoded[n]!, it.index * cs);
+                progress.bytesWritten += it.rawLength;
+                chunks++;
+              }
               progress.done = Math.max(progress.done, Math.min(disk.size, (last.index + 1) * cs));
               if (progress.bytesWritten - flushedAt >= WRITEBACK_EVERY) {
                 flushedAt = progress.bytesWritten;
