@@ -69,7 +69,7 @@ export async function* indexFiles(
         let chunks = '';
         if (e.type === 'file' && e.size > 0) {
           const nums: number[] = [];
-          for (const x of await fs.extents(e.path)) {
+          for (const x of await (e.extents ? e.extents() : fs.extents(e.path))) {
             const a = Math.floor((v.volume.start + x.diskOffset) / cs);
             const b = Math.floor((v.volume.start + x.diskOffset + x.length - 1) / cs);
             for (let c = a; c <= b; c++) if (nums[nums.length - 1] !== c) nums.push(c);

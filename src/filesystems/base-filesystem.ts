@@ -158,7 +158,10 @@ export abstract class BaseFilesystem<N extends FsNode> implements Filesystem {
           seen.add(child.stat.inode);
           subdirs.push({ path: childPath, node: child });
         }
-        yield { path: childPath, name, ...child.stat };
+        const entry: WalkEntry = { path: childPath, name, ...child.stat };
+        if (child.stat.type === 'file')
+          entry.extents = () => guard(`extents ${childPath}`, () => this.extentsNode(child));
+        yield entry;
       }
       for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
     }

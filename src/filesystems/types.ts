@@ -53,6 +53,11 @@ export interface ReadFileOptions {
 export interface WalkEntry extends DirEntry {
   /** Absolute path inside the filesystem, `/`-separated. */
   path: string;
+  /**
+   * For regular files: the file's extents, like {@link Filesystem.extents} but without
+   * resolving the path again (cheaper when indexing every file).
+   */
+  extents?: () => Promise<FileExtent[]>;
 }
 
 /**
