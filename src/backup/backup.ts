@@ -1,6 +1,12 @@
 /** A whole backup: every disk of one source at one point in time, then the manifest. */
 import { hostname } from 'node:os';
-import { type CodecPool, newPointId, type Repository, type RestorePoint } from '../repository/index.js';
+import {
+  type CodecPool,
+  type DiskRecord,
+  newPointId,
+  type Repository,
+  type RestorePoint,
+} from '../repository/index.js';
 import type { DiskSource } from '../sources/index.js';
 import { type BackupProgress, backupDisk } from './backup-disk.js';
 
@@ -17,6 +23,39 @@ export interface BackupResult {
   /** Bytes of packs, index and manifest this backup added. */
   bytesStored: number;
   bytesRead: number;
+}
+
+/**
+ * The last steps of every backup, in the repository's write order: makes the packs and their
+ * index segment durable, then writes the manifest. Returns the saved point.
+ */
+export async function commitPoint(
+  repo: Repository,
+  p: {
+    name: string;
+    time: string;
+    started: number;
+    parent: RestorePoint | null;
+    disks: DiskRecord[];
+    tags: string[];
+    vm?: unknown;
+  },
+): Promise<RestorePoint> {
+  await repo.flush();
+  const point: RestorePoint = {
+    version: 1,
+    id: newPointId(),
+    name: p.name,
+    time: p.time,
+    hostname: hostname(),
+    parent: p.parent?.id ?? null,
+    disks: p.disks,
+    durationMs: Date.now() - p.started,
+    tags: p.tags,
+    ...(p.vm === undefined ? {} : { vm: p.vm }),
+  };
+  await repo.savePoint(point);
+  return point;
 }
 
 /**
@@ -51,19 +90,14 @@ export async function runBackup(
       }),
     );
   }
-  await repo.flush();
-  const point: RestorePoint = {
-    version: 1,
-    id: newPointId(),
+  const point = await commitPoint(repo, {
     name: opts.name,
     time,
-    hostname: hostname(),
-    parent: parent?.id ?? null,
+    started,
+    parent,
     disks: records,
-    durationMs: Date.now() - started,
     tags: opts.tags ?? [],
-  };
-  await repo.savePoint(point);
+  });
   return {
     point,
     bytesStored: repo.stats.bytesWritten - written0,

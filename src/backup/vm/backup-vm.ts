@@ -12,17 +12,11 @@
  *     consistency and block priorities;
  *  5. always clean up; then rotate the bitmaps (success) or merge them back (failure).
  */
-import { hostname } from 'node:os';
 import { VmvaultError } from '../../core/index.js';
 import { describeVm, type QmpClient } from '../../protocols/qmp/index.js';
-import {
-  type CodecPool,
-  type DiskRecord,
-  newPointId,
-  type Repository,
-  type RestorePoint,
-} from '../../repository/index.js';
+import type { CodecPool, DiskRecord, Repository, RestorePoint } from '../../repository/index.js';
 import { type BackupProgress, backupDisk } from '../backup-disk.js';
+import { commitPoint } from '../backup.js';
 import { chainPrefix } from './bitmap-names.js';
 import { discoverDisks } from './discover-disks.js';
 import { FleeceSession } from './fleece-session.js';
@@ -207,21 +201,16 @@ export async function backupVm(
         await source.close().catch(() => undefined);
       }
     }
-    await repo.flush();
     const record: VmPointRecord = { kind: 'qemu', chain, qmp: opts.qmpSocket, consistency, tracking, config };
-    const point: RestorePoint = {
-      version: 1,
-      id: newPointId(),
+    const point = await commitPoint(repo, {
       name: opts.name,
       time,
-      hostname: hostname(),
-      parent: parent?.id ?? null,
+      started,
+      parent,
       disks: records,
-      durationMs: Date.now() - started,
       tags: [...(opts.tags ?? []), consistencyTag(consistency)],
       vm: record,
-    };
-    await repo.savePoint(point);
+    });
     T('saved');
     success = true;
     return {
