@@ -9,7 +9,8 @@ import { backupVmCommand, VM_BACKUP_OPTIONS } from './backup-vm.js';
 
 export const backupCommand: Command = {
   name: 'backup',
-  summary: 'back up a disk image (raw, qcow2, vmdk…), a block device, an NBD export or a running VM (qmp:SOCKET)',
+  summary:
+    'back up a disk image (raw, qcow2, vmdk…), a block device, an NBD export or a running VM (qmp:SOCKET)',
   usage:
     'backup <path> [--name NAME] [--tag TAG]... [--no-file-index]\n  backup qmp:<socket> [--name NAME] [--guest-agent PATH | --no-guest-agent] [--freeze-timeout S] [--disk NODE]... [--nbd-socket PATH] [--scratch-dir DIR]',
   options: {
