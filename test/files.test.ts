@@ -198,6 +198,15 @@ describe('files and find', () => {
     assert.deepEqual(ws.ok(['find', 'nothing-like-this', '--json']), []);
   });
 
+  it("gives a backup of an unchanged disk its parent's file index", () => {
+    const a = ws.ok(['backup', ws.path('gpt.img'), '--name', 'gpt', '--json']);
+    const b = ws.ok(['backup', ws.path('gpt.img'), '--name', 'gpt', '--json']);
+    assert.ok(a.filesIndexed > 5);
+    assert.equal(b.filesIndexed, a.filesIndexed);
+    const found = ws.ok(['find', '/part2/*.txt', '--json']) as { pointId: string }[];
+    assert.ok(found.some((f) => f.pointId === b.id));
+  });
+
   it('rebuilds the file index from the repository when the catalog is gone', () => {
     const found = ws.ok(['find', 'hosts', '--json', '--catalog', ws.path('fresh.db')]) as {
       pointName: string;

@@ -14,6 +14,8 @@ import { type BackupProgress, backupDisk } from './backup-disk.js';
 export interface RunBackupOptions {
   name: string;
   tags?: string[];
+  /** The point to compare with; found by name (the latest) when not given. */
+  parent?: RestorePoint | null;
   onProgress?: (p: BackupProgress & { disk: string }) => void;
 }
 
@@ -23,6 +25,12 @@ export interface BackupResult {
   /** Bytes of packs, index and manifest this backup added. */
   bytesStored: number;
   bytesRead: number;
+}
+
+/** The latest restore point of `name`, or null. */
+export async function latestPoint(repo: Repository, name: string): Promise<RestorePoint | null> {
+  const earlier = (await repo.listPoints()).filter((p) => p.name === name);
+  return earlier[earlier.length - 1] ?? null;
 }
 
 /**
@@ -71,8 +79,7 @@ export async function runBackup(
   const started = Date.now();
   const time = new Date(started).toISOString();
   const written0 = repo.stats.bytesWritten;
-  const earlier = (await repo.listPoints()).filter((p) => p.name === opts.name);
-  const parent = earlier[earlier.length - 1] ?? null;
+  const parent = opts.parent !== undefined ? opts.parent : await latestPoint(repo, opts.name);
   const records = [];
   for (const d of disks) {
     const method = parent ? 'read-compare' : 'full';

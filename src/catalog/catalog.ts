@@ -204,6 +204,26 @@ export class Catalog {
     return n;
   }
 
+  /** Gives point `to` the same file index as point `from` (same disk content); false if `from` has none. */
+  copyFiles(from: string, to: string): number | null {
+    const indexed = this.db.prepare('SELECT files_indexed FROM points WHERE id = ?').pluck().get(from) as
+      | number
+      | undefined;
+    if (indexed !== 1) return null;
+    let n = 0;
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM entries WHERE point_id = ?').run(to);
+      n = this.db
+        .prepare(
+          `INSERT INTO entries (point_id, path_id, type, size, mode, uid, gid, mtime_ms, inode, chunks)
+           SELECT ?, path_id, type, size, mode, uid, gid, mtime_ms, inode, chunks FROM entries WHERE point_id = ?`,
+        )
+        .run(to, from).changes;
+      this.db.prepare('UPDATE points SET files_indexed = 1 WHERE id = ?').run(to);
+    })();
+    return n;
+  }
+
   /** Ids of points whose files are not indexed yet. */
   unindexedPoints(): string[] {
     return this.db

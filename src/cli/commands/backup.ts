@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { runBackup } from '../../backup/index.js';
+import { latestPoint, runBackup } from '../../backup/index.js';
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { CodecPool } from '../../repository/index.js';
 import { openSource } from '../../sources/index.js';
@@ -34,35 +34,44 @@ export const backupCommand: Command = {
       const bar = ctx.progress(`backup ${name}`);
       try {
         await repo.recoverOrphanPacks();
-        // The file index reads filesystem metadata from the source while the backup runs: the
-        // main thread is mostly idle then (workers hash and compress), so it costs little time.
-        const indexStarted = Date.now();
+        const parent = await latestPoint(repo, name);
+        const wantIndex = v['no-file-index'] !== true;
+        const onSkip = (vol: string, err: unknown): void => {
+          if (!ctx.opts.quiet)
+            process.stderr.write(`vmvault: not indexing files of ${vol}: ${(err as Error).message}\n`);
+        };
+        // Time spent indexing (the walk's own duration when it overlaps the backup).
         let indexMs = 0;
-        const indexing =
-          v['no-file-index'] === true
-            ? null
-            : collectFiles(
-                [{ disk: { name: 'disk0', chunkSize: repo.config.chunkSize }, reader: sourceReader(source) }],
-                (vol, err) => {
-                  if (!ctx.opts.quiet)
-                    process.stderr.write(
-                      `vmvault: not indexing files of ${vol}: ${(err as Error).message}\n`,
-                    );
-                },
-              ).finally(() => {
-                indexMs = Date.now() - indexStarted;
-              });
+        const walk = () => {
+          const t0 = Date.now();
+          return collectFiles(
+            [{ disk: { name: 'disk0', chunkSize: repo.config.chunkSize }, reader: sourceReader(source) }],
+            onSkip,
+          ).finally(() => {
+            indexMs += Date.now() - t0;
+          });
+        };
+        // A first backup reads everything and keeps the workers busy for long: walk the source's
+        // filesystems for the file index meanwhile (the main thread is mostly idle). Later
+        // backups decide afterwards: an unchanged disk inherits its parent's index.
+        const early = wantIndex && !parent ? walk() : null;
         const r = await runBackup(repo, pool, [{ name: 'disk0', source }], {
           name,
+          parent,
           tags: (v.tag as string[] | undefined) ?? [],
           onProgress: (p) => bar.update(p.done, p.total),
         });
         bar.done();
-        const records = indexing ? await indexing : [];
         const cat = await ctx.openCatalog(repo);
         let filesIndexed = 0;
         try {
-          if (indexing) filesIndexed = cat.setFiles(r.point.id, records);
+          if (wantIndex) {
+            const unchanged = parent && parent.disks[0]?.root === r.point.disks[0]!.root;
+            const t0 = Date.now();
+            const copied = unchanged ? cat.copyFiles(parent.id, r.point.id) : null;
+            if (copied !== null) indexMs += Date.now() - t0;
+            filesIndexed = copied ?? cat.setFiles(r.point.id, early ? await early : await walk());
+          }
         } finally {
           cat.close();
         }
