@@ -12,6 +12,7 @@
  */
 import type { BlockReader, Extent } from '../core/index.js';
 import { SlabPool, VmvaultError } from '../core/index.js';
+import { decodeItems, groupRuns, locateChunks, runBytes } from './pack-runs.js';
 import {
   type CodecPool,
   type DiskRecord,
@@ -215,38 +216,17 @@ export class PointReader implements BlockReader {
     prefetch: boolean,
   ): Promise<void> {
     const pool = this.pool!;
-    const items = wanted.map((w) => {
-      const loc = this.repo.locate(w.digest);
-      return {
-        ...w,
-        pack: loc.pack,
-        offset: loc.entry.offset,
-        length: loc.entry.length,
-        raw: loc.entry.rawLength,
-      };
-    });
-    items.sort((a, b) => (a.pack < b.pack ? -1 : a.pack > b.pack ? 1 : a.offset - b.offset));
-    const runs: (typeof items)[] = [];
-    for (const it of items) {
-      const run = runs[runs.length - 1];
-      const head = run?.[0];
-      const tail = run?.[run.length - 1];
-      if (
-        run &&
-        head &&
-        tail &&
-        tail.pack === it.pack &&
-        tail.offset + tail.length === it.offset &&
-        it.offset + it.length - head.offset <= MAX_RUN_BYTES
-      )
-        run.push(it);
-      else runs.push([it]);
-    }
+    const runs = groupRuns(
+      locateChunks(
+        this.repo,
+        wanted.map((w) => ({ index: w.index, digest: w.digest })),
+      ),
+      MAX_RUN_BYTES,
+    );
     await Promise.all(
       runs.map(async (run) => {
         const first = run[0]!;
-        const last = run[run.length - 1]!;
-        const length = last.offset + last.length - first.offset;
+        const length = runBytes(run);
         // Read the run into a shared slab; the workers check and decode straight from it.
         const slab = await this.slabs.acquire();
         try {
@@ -265,13 +245,7 @@ export class PointReader implements BlockReader {
           // A guest read is split over every worker; prefetch uses one, leaving room for reads.
           const decoded = await pool.decodeRunSplit(
             slab.shared,
-            run.map((it) => ({
-              offset: it.offset - first.offset,
-              length: it.length,
-              digest: it.digest,
-              rawLength: it.raw,
-              fileOffset: -1,
-            })),
+            decodeItems(run, () => -1),
             `pack ${first.pack}`,
             null,
             prefetch ? 1 : pool.size,

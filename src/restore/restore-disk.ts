@@ -13,6 +13,7 @@ import {
   packObjectName,
   type Repository,
 } from '../repository/index.js';
+import { decodeItems, groupRuns, locateChunks, runBytes } from './pack-runs.js';
 import { openQcow2Target } from './qcow2-target.js';
 import { openRawTarget, type RestoreTarget } from './restore-target.js';
 
@@ -85,27 +86,10 @@ export async function restoreDisk(
     let zeroFrom = 0; // devices: next offset not yet written
     for await (const leaf of reader.leaves()) {
       // Locate this leaf's chunks and group them into contiguous runs per pack.
-      const items: {
-        index: number;
-        digest: Buffer;
-        pack: string;
-        offset: number;
-        length: number;
-        rawLength: number;
-      }[] = [];
-      for (let i = 0; i < leaf.entries.length; i++) {
-        const d = leaf.entries[i];
-        if (!d) continue;
-        const loc = repo.locate(d);
-        items.push({
-          index: leaf.first + i,
-          digest: d,
-          pack: loc.pack,
-          offset: loc.entry.offset,
-          length: loc.entry.length,
-          rawLength: loc.entry.rawLength,
-        });
-      }
+      const items = locateChunks(
+        repo,
+        leaf.entries.flatMap((digest, i) => (digest ? [{ index: leaf.first + i, digest }] : [])),
+      );
       if (isDevice) {
         // Zero the gaps before and inside this leaf.
         for (const it of items) {
@@ -114,19 +98,7 @@ export async function restoreDisk(
           zeroFrom = off + it.rawLength;
         }
       }
-      items.sort((a, b) => (a.pack < b.pack ? -1 : a.pack > b.pack ? 1 : a.offset - b.offset));
-      let i = 0;
-      while (i < items.length) {
-        let j = i + 1;
-        while (
-          j < items.length &&
-          items[j]!.pack === items[i]!.pack &&
-          items[j]!.offset === items[j - 1]!.offset + items[j - 1]!.length &&
-          items[j]!.offset + items[j]!.length - items[i]!.offset <= maxRead
-        )
-          j++;
-        const run = items.slice(i, j);
-        i = j;
+      for (const run of groupRuns(items, maxRead)) {
         if (failure) throw failure;
         const slab = await slabs.acquire();
         track(
@@ -134,7 +106,7 @@ export async function restoreDisk(
             try {
               const first = run[0]!;
               const last = run[run.length - 1]!;
-              const length = last.offset + last.length - first.offset;
+              const length = runBytes(run);
               await readRun(
                 repo,
                 first.pack,
@@ -145,13 +117,7 @@ export async function restoreDisk(
               // Workers check every blob and, for files and devices, write it themselves.
               const decoded = await pool.decodeRunSplit(
                 slab.shared,
-                run.map((it) => ({
-                  offset: it.offset - first.offset,
-                  length: it.length,
-                  digest: it.digest,
-                  rawLength: it.rawLength,
-                  fileOffset: it.index * cs,
-                })),
+                decodeItems(run, (c) => c.index * cs),
                 `pack ${first.pack}`,
                 out.fd ?? null,
               );
