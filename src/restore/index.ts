@@ -10,3 +10,9 @@ export { PointExport } from './point-export.js';
 export type { RestoreTarget } from './restore-target.js';
 export { openRawTarget } from './restore-target.js';
 export { openQcow2Target, qcow2ClusterSize } from './qcow2-target.js';
+export {
+  revertDisk,
+  type RevertOptions,
+  type RevertProgress,
+  type RevertResult,
+} from './revert.js';

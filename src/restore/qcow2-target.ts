@@ -47,6 +47,7 @@ export async function openQcow2Target(
   size: number,
   chunkSize: number,
   force: boolean,
+  opts: { resume?: boolean } = {},
 ): Promise<RestoreTarget> {
   const st = await statTarget(target);
   if (st?.isBlockDevice()) {
@@ -54,10 +55,13 @@ export async function openQcow2Target(
       hint: 'drop --format qcow2 to write the raw disk to the device',
     });
   }
-  checkReplaceable(target, st, force);
   const tmp = `${target}.vmvault-partial`;
-  await rm(tmp, { force: true });
-  await qemuImgCreate(tmp, size, qcow2ClusterSize(chunkSize));
+  const resuming = opts.resume === true && (await statTarget(tmp))?.isFile() === true;
+  if (!resuming) {
+    checkReplaceable(target, st, force);
+    await rm(tmp, { force: true });
+    await qemuImgCreate(tmp, size, qcow2ClusterSize(chunkSize));
+  }
   let server: QemuNbdServer | undefined;
   let client: NbdMultiClient | undefined;
   const cleanup = async (): Promise<void> => {
@@ -79,6 +83,7 @@ export async function openQcow2Target(
     needsZeros: false,
     write: (buf, offset) => c.write(offset, buf),
     writeZeros: (offset, length) => c.writeZeroes(offset, length),
+    sync: () => c.flush(),
     finalize: async () => {
       await c.flush();
       await cleanup();
@@ -88,9 +93,9 @@ export async function openQcow2Target(
       }
       await rename(tmp, target);
     },
-    abort: async () => {
+    abort: async (keep) => {
       await cleanup().catch(() => {});
-      await rm(tmp, { force: true }).catch(() => {});
+      if (!keep) await rm(tmp, { force: true }).catch(() => {});
     },
   };
 }

@@ -36,6 +36,22 @@ export interface RestoreOptions {
    * through a qemu-nbd that vmvault starts (zero chunks stay unallocated).
    */
   format?: 'raw' | 'qcow2';
+  /**
+   * Continue an interrupted restore: reuse the partial target (`<target>.vmvault-partial`, or
+   * the device) instead of creating it, and skip chunks below {@link fromChunk}.
+   */
+  resume?: boolean;
+  /** First chunk to write (with `resume`): everything below it was written and synced before. */
+  fromChunk?: number;
+  /** On failure keep the partial target (for a later `resume`) instead of removing it. */
+  keepPartial?: boolean;
+  /**
+   * Checkpoints for resuming: about every `everyBytes` written, the target is synced and
+   * `save(chunk)` called with a chunk index below which everything is written and durable.
+   */
+  checkpoint?: { everyBytes: number; save: (chunk: number) => Promise<void> };
+  /** Bandwidth limit for reading the repository, bytes per second (default: none). */
+  bytesPerSecond?: number;
 }
 
 /** What a restore did. */
@@ -58,10 +74,11 @@ export async function restoreDisk(
   opts: RestoreOptions = {},
 ): Promise<RestoreResult> {
   const force = opts.force ?? false;
+  const resume = opts.resume === true;
   const out: RestoreTarget =
     opts.format === 'qcow2'
-      ? await openQcow2Target(target, disk.size, disk.chunkSize, force)
-      : await openRawTarget(target, disk.size, force);
+      ? await openQcow2Target(target, disk.size, disk.chunkSize, force, { resume })
+      : await openRawTarget(target, disk.size, force, { resume });
   const isDevice = out.needsZeros;
   const cs = disk.chunkSize;
   const progress: RestoreProgress = { done: 0, total: disk.size, bytesWritten: 0 };
@@ -80,15 +97,43 @@ export async function restoreDisk(
   // Runs are read into shared slabs; a slab also fits the largest single blob.
   let flushedAt = 0;
   const slabs = new SlabPool(Math.max(maxRead, cs + 4096), 8);
+  const fromChunk = resume ? Math.max(0, opts.fromChunk ?? 0) : 0;
+  const limiter = opts.bytesPerSecond ? new RateLimiter(opts.bytesPerSecond) : null;
+  // Checkpoint frontier: first chunk of every run in flight; below the smallest, all is written.
+  const pendingRuns = new Map<Promise<void>, number>();
+  let launchedTo = fromChunk;
+  let checkpointAt = 0;
+  let checkpointing: Promise<void> | null = null;
+  const maybeCheckpoint = (): void => {
+    const cp = opts.checkpoint;
+    if (!cp || checkpointing || progress.bytesWritten - checkpointAt < cp.everyBytes) return;
+    checkpointAt = progress.bytesWritten;
+    let frontier = launchedTo;
+    for (const first of pendingRuns.values()) frontier = Math.min(frontier, first);
+    checkpointing = (async () => {
+      await (out.sync ? out.sync() : Promise.resolve());
+      await cp.save(frontier);
+    })()
+      .catch((e: unknown) => {
+        failure ??= e;
+      })
+      .finally(() => {
+        checkpointing = null;
+      });
+  };
+  progress.done = Math.min(disk.size, fromChunk * cs);
 
   try {
     const reader = repo.treeReader(fromHex(disk.root), disk.size, cs);
-    let zeroFrom = 0; // devices: next offset not yet written
+    let zeroFrom = fromChunk * cs; // devices: next offset not yet written
     for await (const leaf of reader.leaves()) {
+      if (leaf.first + leaf.entries.length <= fromChunk) continue;
       // Locate this leaf's chunks and group them into contiguous runs per pack.
       const items = locateChunks(
         repo,
-        leaf.entries.flatMap((digest, i) => (digest ? [{ index: leaf.first + i, digest }] : [])),
+        leaf.entries.flatMap((digest, i) =>
+          digest && leaf.first + i >= fromChunk ? [{ index: leaf.first + i, digest }] : [],
+        ),
       );
       if (isDevice) {
         // Zero the gaps before and inside this leaf.
@@ -98,49 +143,58 @@ export async function restoreDisk(
           zeroFrom = off + it.rawLength;
         }
       }
+      // Runs are in pack order, not chunk order: until all of a leaf's runs are launched, the
+      // checkpoint frontier stays at the leaf's start.
+      launchedTo = Math.max(launchedTo, leaf.first);
       for (const run of groupRuns(items, maxRead)) {
         if (failure) throw failure;
+        if (limiter) await limiter.take(runBytes(run));
         const slab = await slabs.acquire();
-        track(
-          (async () => {
-            try {
-              const first = run[0]!;
-              const last = run[run.length - 1]!;
-              const length = runBytes(run);
-              await readRun(
-                repo,
-                first.pack,
-                first.offset,
-                Buffer.from(slab.shared, 0, length),
-                first.digest,
-              );
-              // Workers check every blob and, for files and devices, write it themselves.
-              const decoded = await pool.decodeRunSplit(
-                slab.shared,
-                decodeItems(run, (c) => c.index * cs),
-                `pack ${first.pack}`,
-                out.fd ?? null,
-              );
-              for (let n = 0; n < run.length; n++) {
-                const it = run[n]!;
-                if (out.fd === undefined) await out.write(decoded[n]!, it.index * cs);
-                progress.bytesWritten += it.rawLength;
-                chunks++;
-              }
-              progress.done = Math.max(progress.done, Math.min(disk.size, (last.index + 1) * cs));
-              if (progress.bytesWritten - flushedAt >= WRITEBACK_EVERY) {
-                flushedAt = progress.bytesWritten;
-                out.startWriteback?.();
-              }
-              opts.onProgress?.(progress);
-            } finally {
-              slabs.release(slab);
+        let runFirst = run[0]!.index;
+        for (const it of run) runFirst = Math.min(runFirst, it.index);
+        const job = (async () => {
+          try {
+            const first = run[0]!;
+            const last = run[run.length - 1]!;
+            const length = runBytes(run);
+            await readRun(repo, first.pack, first.offset, Buffer.from(slab.shared, 0, length), first.digest);
+            // Workers check every blob and, for files and devices, write it themselves.
+            const decoded = await pool.decodeRunSplit(
+              slab.shared,
+              decodeItems(run, (c) => c.index * cs),
+              `pack ${first.pack}`,
+              out.fd ?? null,
+            );
+            for (let n = 0; n < run.length; n++) {
+              const it = run[n]!;
+              if (out.fd === undefined) await out.write(decoded[n]!, it.index * cs);
+              progress.bytesWritten += it.rawLength;
+              chunks++;
             }
-          })(),
+            progress.done = Math.max(progress.done, Math.min(disk.size, (last.index + 1) * cs));
+            if (progress.bytesWritten - flushedAt >= WRITEBACK_EVERY) {
+              flushedAt = progress.bytesWritten;
+              out.startWriteback?.();
+            }
+            opts.onProgress?.(progress);
+          } finally {
+            slabs.release(slab);
+          }
+        })();
+        pendingRuns.set(job, runFirst);
+        void job.then(
+          () => {
+            pendingRuns.delete(job);
+            maybeCheckpoint();
+          },
+          () => pendingRuns.delete(job),
         );
+        track(job);
       }
+      launchedTo = Math.max(launchedTo, leaf.first + leaf.entries.length);
     }
     await Promise.all(inflight);
+    await checkpointing;
     if (failure) throw failure;
     if (isDevice && zeroFrom < disk.size) await out.writeZeros(zeroFrom, disk.size - zeroFrom);
     progress.done = disk.size;
@@ -149,8 +203,23 @@ export async function restoreDisk(
     return { target, size: disk.size, bytesWritten: progress.bytesWritten, chunks };
   } catch (err) {
     await Promise.allSettled(inflight);
-    await out.abort();
+    await checkpointing;
+    await out.abort(opts.keepPartial === true);
     throw err;
+  }
+}
+
+/** A token bucket: `take(n)` waits until `n` more bytes fit in the rate. */
+class RateLimiter {
+  private next = Date.now();
+
+  constructor(private readonly bytesPerSecond: number) {}
+
+  async take(bytes: number): Promise<void> {
+    const now = Date.now();
+    this.next = Math.max(this.next, now) + (1000 * bytes) / this.bytesPerSecond;
+    const wait = this.next - now - (1000 * bytes) / this.bytesPerSecond;
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   }
 }
 

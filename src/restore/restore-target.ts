@@ -27,8 +27,13 @@ export interface RestoreTarget {
    * {@link finalize} has little left to do. Optional.
    */
   startWriteback?(): void;
-  /** Gives up: releases resources and removes partial results. Never throws. */
-  abort(): Promise<void>;
+  /** Makes what was written so far durable (checkpoints of resumable restores). */
+  sync?(): Promise<void>;
+  /**
+   * Gives up: releases resources and removes partial results, or keeps them with `keep`
+   * (a later restore with `resume` continues them). Never throws.
+   */
+  abort(keep?: boolean): Promise<void>;
 }
 
 const ZEROS = Buffer.alloc(1 << 20);
@@ -72,7 +77,12 @@ async function writeZerosTo(fh: FileHandle, offset: number, length: number): Pro
 }
 
 /** Opens a raw target: a block device written in place, or a sparse file created beside it. */
-export async function openRawTarget(target: string, size: number, force: boolean): Promise<RestoreTarget> {
+export async function openRawTarget(
+  target: string,
+  size: number,
+  force: boolean,
+  opts: { resume?: boolean } = {},
+): Promise<RestoreTarget> {
   const st = await statTarget(target);
   if (st?.isBlockDevice()) {
     const fh = await open(target, 'r+');
@@ -87,6 +97,7 @@ export async function openRawTarget(target: string, size: number, force: boolean
       fd: fh.fd,
       write: (buf, offset) => writeAll(fh, buf, offset),
       writeZeros: (offset, length) => writeZerosTo(fh, offset, length),
+      sync: () => fh.datasync(),
       finalize: async () => {
         await fh.sync();
         await fh.close();
@@ -94,10 +105,11 @@ export async function openRawTarget(target: string, size: number, force: boolean
       abort: () => fh.close().catch(() => {}),
     };
   }
-  checkReplaceable(target, st, force);
   const tmp = `${target}.vmvault-partial`;
+  const resuming = opts.resume === true && (await statTarget(tmp))?.isFile() === true;
+  if (!resuming) checkReplaceable(target, st, force);
   let writeback: Promise<void> | null = null;
-  const fh = await open(tmp, 'w').catch((err: unknown) => {
+  const fh = await open(tmp, resuming ? 'r+' : 'w').catch((err: unknown) => {
     throw new VmvaultError('E_TARGET', `cannot create ${tmp}: ${(err as Error).message}`);
   });
   await fh.truncate(size);
@@ -114,15 +126,19 @@ export async function openRawTarget(target: string, size: number, force: boolean
           writeback = null;
         });
     },
+    sync: async () => {
+      await writeback;
+      await fh.datasync();
+    },
     finalize: async () => {
       await writeback;
       await fh.sync();
       await fh.close();
       await rename(tmp, target);
     },
-    abort: async () => {
+    abort: async (keep) => {
       await fh.close().catch(() => {});
-      await unlink(tmp).catch(() => {});
+      if (!keep) await unlink(tmp).catch(() => {});
     },
   };
 }
