@@ -13,10 +13,13 @@ export interface Command {
   usage: string;
   /** Command-specific options (global ones are added by the dispatcher). */
   options: OptionsSpec;
+  /** Whether the command takes arguments after a bare `--` (they arrive as `passthrough`). */
+  passthrough?: boolean;
   /** Runs the command; returns the exit code. */
   run(
     ctx: Context,
     args: string[],
     values: Record<string, string | boolean | string[] | undefined>,
+    passthrough?: string[],
   ): Promise<number>;
 }

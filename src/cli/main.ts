@@ -24,6 +24,7 @@ const COMMANDS: { name: string; load: () => Promise<Command> }[] = [
   { name: 'forget', load: async () => (await import('./commands/forget.js')).forgetCommand },
   { name: 'gc', load: async () => (await import('./commands/gc.js')).gcCommand },
   { name: 'stats', load: async () => (await import('./commands/stats.js')).statsCommand },
+  { name: 'recover', load: async () => (await import('./commands/recover.js')).recoverCommand },
 ];
 
 const GLOBAL_OPTIONS = {
@@ -81,14 +82,18 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   const entry = COMMANDS.find((c) => c.name === name);
-  let json = argv.includes('--json');
+  // Everything after a bare `--` is handed to the command untouched (e.g. a QEMU command line).
+  const dashes = argv.indexOf('--');
+  const own = dashes >= 0 ? argv.slice(0, dashes) : argv;
+  const passthrough = dashes >= 0 ? argv.slice(dashes + 1) : [];
+  let json = own.includes('--json');
   try {
     const cmd = entry ? await entry.load() : undefined;
     if (!cmd) throw new VmvaultError('E_USAGE', `unknown command '${name}'`, { hint: "see 'vmvault help'" });
     let parsed: ReturnType<typeof parseArgs>;
     try {
       parsed = parseArgs({
-        args: argv.slice(1),
+        args: own.slice(1),
         options: { ...GLOBAL_OPTIONS, ...cmd.options },
         allowPositionals: true,
         strict: true,
@@ -99,6 +104,11 @@ export async function main(argv: string[]): Promise<number> {
       });
     }
     const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
+    if (dashes >= 0 && !cmd.passthrough) {
+      throw new VmvaultError('E_USAGE', `${cmd.name} takes no arguments after --`, {
+        hint: `usage: vmvault ${cmd.usage}`,
+      });
+    }
     if (values.help) {
       process.stdout.write(`${commandHelp(cmd)}\n`);
       return EXIT.ok;
@@ -115,7 +125,7 @@ export async function main(argv: string[]): Promise<number> {
       ...(values['lock-wait'] !== undefined ? { 'lock-wait': values['lock-wait'] as string } : {}),
       ...(values.catalog !== undefined ? { catalog: values.catalog as string } : {}),
     };
-    return await cmd.run(new Context(g), parsed.positionals, values);
+    return await cmd.run(new Context(g), parsed.positionals, values, passthrough);
   } catch (err) {
     return reportError(err, json);
   }

@@ -29,6 +29,7 @@ export type ErrorCode =
   | 'E_SOURCE'
   | 'E_TARGET'
   | 'E_IO'
+  | 'E_VM'
   // protocols
   | 'E_PROTOCOL'
   | 'E_TIMEOUT'
