@@ -32,7 +32,8 @@ async function main(): Promise<number> {
   const opts = parseBenchArgs(process.argv.slice(2), { size: '4G' });
   const base = await mkdtemp(join(opts.workdir, 'vmvault-recover-bench-'));
   const env = { ...process.env, XDG_CACHE_HOME: join(base, 'cache'), VMVAULT_REPO: join(base, 'repo') };
-  const cli = (args: string[]) => run(process.execPath, [VMVAULT_BIN, args[0]!, '--json', ...args.slice(1)], { env });
+  const cli = (args: string[]) =>
+    run(process.execPath, [VMVAULT_BIN, args[0]!, '--json', ...args.slice(1)], { env });
   try {
     note(`building ${opts.sizeText} image from ${opts.source} in ${base}`);
     const image = join(base, 'disk.img');

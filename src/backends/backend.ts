@@ -11,6 +11,14 @@ export interface ObjectInfo {
   mtimeMs: number;
 }
 
+/** A file descriptor lent by {@link Backend.openRead}. */
+export interface ReadDescriptor {
+  /** Open for reading; valid for positioned reads (from any thread) until `release()`. */
+  fd: number;
+  /** Gives the descriptor back; call it exactly once. */
+  release(): void;
+}
+
 /** A place that stores a repository's objects. */
 export interface Backend {
   /** Human-readable location, for messages. */
@@ -21,6 +29,11 @@ export interface Backend {
   readRange(name: string, offset: number, length: number): Promise<Buffer>;
   /** Reads `target.length` bytes at `offset` into `target` (E_CORRUPT when the object is shorter). */
   readRangeInto(name: string, offset: number, target: Buffer): Promise<void>;
+  /**
+   * Optional: a local file descriptor of the object, so worker threads can read it themselves
+   * with positioned reads. Backends without local files leave it out. E_NOT_FOUND as {@link read}.
+   */
+  openRead?(name: string): Promise<ReadDescriptor>;
   /** Writes an object atomically and durably: readers see all of it or nothing. */
   write(name: string, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** Lists the objects under a prefix directory ("packs", "snapshots"), recursively. */

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VmvaultError, errnoCode } from '../core/index.js';
-import type { Backend, ObjectInfo } from './backend.js';
+import type { Backend, ObjectInfo, ReadDescriptor } from './backend.js';
 
 const TMP_MARK = '.tmp-';
 const MAX_OPEN_FILES = 64;
@@ -56,6 +56,26 @@ export class LocalBackend implements Backend {
     } finally {
       this.releaseHandle(h);
     }
+  }
+
+  async openRead(name: string): Promise<ReadDescriptor> {
+    const h = this.acquire(name);
+    let fh: FileHandle;
+    try {
+      fh = await h.fh;
+    } catch (err) {
+      this.releaseHandle(h);
+      throw err;
+    }
+    let released = false;
+    return {
+      fd: fh.fd,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.releaseHandle(h);
+      },
+    };
   }
 
   private async fill(fh: FileHandle, name: string, offset: number, buf: Buffer): Promise<void> {

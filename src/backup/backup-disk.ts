@@ -120,6 +120,7 @@ export async function backupDisk(
         .encodeSharedMany(
           slab.shared,
           batch.map((b) => [b.offset, b.length] as [number, number]),
+          batch.map((b) => b.digest),
         )
         .finally(() => slabs.release(slab));
       encoded.catch(() => {}); // awaited through the queue

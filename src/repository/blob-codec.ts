@@ -2,34 +2,100 @@
  * Encoding of one blob (a chunk or an index page) as stored in a pack: a codec byte and the
  * payload (zstd-compressed when that pays), sealed with AES-256-GCM in encrypted repositories.
  * Pure functions, used from worker threads and the main thread alike.
+ *
+ * Format version 2 adds the `checked` codec: the chunk's digest followed by one zstd frame that
+ * carries the content size and the content checksum (XXH64). Such a blob checks itself: a reader
+ * that trusts the self-check skips recomputing the SHA-256 / HMAC digest, which is the costliest
+ * step of a read. Chunks that do not compress are stored as a frame of raw blocks, which
+ * decodes at memory speed.
  */
 import { Compressor, Decompressor } from 'zstd-napi';
+import zstd from 'zstd-napi/binding.js';
 import { VmvaultError } from '../core/index.js';
 import { digestOf, hex, seal, unseal } from './crypto.js';
-import { COMPRESSION_MIN_SAVING, Codec } from './format.js';
+import {
+  COMPRESSION_MIN_SAVING,
+  Codec,
+  DIGEST_SIZE,
+  REPO_FORMAT_VERSION,
+  ZSTD_MAGIC,
+  ZSTD_MAX_BLOCK,
+} from './format.js';
+
+/** Frame header descriptor of a hand-made frame: 4-byte content size, single segment, checksum. */
+const RAW_FRAME_DESCRIPTOR = (2 << 6) | (1 << 5) | (1 << 2);
+/** Content-checksum bit of a frame header descriptor. */
+const FRAME_CHECKSUM_FLAG = 1 << 2;
+/** Magic, descriptor, 4-byte content size. */
+const RAW_FRAME_HEADER = 4 + 1 + 4;
+
+/**
+ * A zstd frame of raw (stored) blocks holding `data`, ending with `checksum` (the low 32 bits of
+ * XXH64 of `data`, as zstd computed it for the same content), after the bytes of `head` (so a
+ * whole blob takes one allocation and one copy of the data).
+ */
+function rawFrame(data: Uint8Array, checksum: Uint8Array, head: readonly Uint8Array[] = []): Buffer {
+  const blocks = Math.max(1, Math.ceil(data.length / ZSTD_MAX_BLOCK));
+  let at = 0;
+  for (const h of head) at += h.length;
+  const out = Buffer.allocUnsafe(at + RAW_FRAME_HEADER + 3 * blocks + data.length + 4);
+  at = 0;
+  for (const h of head) {
+    out.set(h, at);
+    at += h.length;
+  }
+  out.writeUInt32LE(ZSTD_MAGIC, at);
+  out[at + 4] = RAW_FRAME_DESCRIPTOR;
+  out.writeUInt32LE(data.length, at + 5);
+  let p = at + RAW_FRAME_HEADER;
+  for (let b = 0; b < blocks; b++) {
+    const from = b * ZSTD_MAX_BLOCK;
+    const size = Math.min(ZSTD_MAX_BLOCK, data.length - from);
+    // Block header: bit 0 last block, bits 1-2 type (0 = raw), bits 3-23 size.
+    out.writeUIntLE((size << 3) | (b === blocks - 1 ? 1 : 0), p, 3);
+    out.set(data.subarray(from, from + size), p + 3);
+    p += 3 + size;
+  }
+  out.set(checksum, p);
+  return out;
+}
 
 /** Reusable state of an encoder (one zstd context per thread). */
 export class BlobEncoder {
   private readonly compressor: Compressor | null;
+  private readonly checked: boolean;
 
   /**
    * @param level zstd level (negative levels are the fast ones), or 0 for no compression.
    * @param key AES key, or null for a plain repository.
+   * @param formatVersion layout version of the repository: version 2 writes self-checked blobs
+   *   (when compression is on); version 1 writes what version 1 readers know.
    */
   constructor(
     level: number,
     private readonly key: Buffer | null,
+    formatVersion: number = REPO_FORMAT_VERSION,
   ) {
+    this.checked = formatVersion >= 2 && level !== 0;
     if (level !== 0) {
       this.compressor = new Compressor();
-      this.compressor.setParameters({ compressionLevel: level });
+      this.compressor.setParameters({ compressionLevel: level, checksumFlag: this.checked });
     } else {
       this.compressor = null;
     }
   }
 
-  /** Encodes `data` for storage. */
-  encode(data: Uint8Array): Buffer {
+  /** Encodes `data`, the content named `digest`, for storage. */
+  encode(data: Uint8Array, digest: Uint8Array): Buffer {
+    if (this.checked) {
+      const z = this.compressor!.compress(data);
+      const head = [Buffer.of(Codec.checked), digest];
+      const compressed = z.length <= data.length * (1 - COMPRESSION_MIN_SAVING);
+      if (this.key) {
+        return seal(this.key, [...head, compressed ? z : rawFrame(data, z.subarray(z.length - 4))]);
+      }
+      return compressed ? Buffer.concat([...head, z]) : rawFrame(data, z.subarray(z.length - 4), head);
+    }
     let codec: number = Codec.raw;
     let payload: Uint8Array = data;
     if (this.compressor && data.length >= 128) {
@@ -44,9 +110,20 @@ export class BlobEncoder {
   }
 }
 
+/** How a {@link BlobDecoder} checks what it decodes. */
+export interface DecodeOptions {
+  /**
+   * Accept a self-checked blob (codec `checked`) on its own checks (embedded digest, frame
+   * checksum, size, and the seal in an encrypted repository) without recomputing the digest.
+   * Other blobs always have their digest recomputed. Default false: every digest is recomputed.
+   */
+  trustSelfCheck?: boolean;
+}
+
 /** Reusable state of a decoder. */
 export class BlobDecoder {
   private readonly decompressor = new Decompressor();
+  private readonly dctx = new zstd.DCtx();
 
   constructor(
     private readonly key: Buffer | null,
@@ -57,37 +134,85 @@ export class BlobDecoder {
    * Decodes a stored blob and checks it against its digest. Throws E_CHUNK_CORRUPT naming the
    * digest when the bytes were damaged: wrong data never leaves this function.
    */
-  decode(stored: Uint8Array, digest: Uint8Array, rawLength: number, where: string): Buffer {
-    const fail = (why: string): never => {
-      throw new VmvaultError('E_CHUNK_CORRUPT', `chunk ${hex(digest)} in ${where} is damaged: ${why}`, {
+  decode(
+    stored: Uint8Array,
+    digest: Uint8Array,
+    rawLength: number,
+    where: string,
+    opts: DecodeOptions = {},
+  ): Buffer {
+    const out = Buffer.allocUnsafe(rawLength);
+    this.decodeInto(stored, digest, rawLength, where, out, opts);
+    return out;
+  }
+
+  /**
+   * {@link decode} into `out` (at least `rawLength` bytes; a view of shared memory is fine):
+   * writes the `rawLength` content bytes at its start, or throws E_CHUNK_CORRUPT. On failure
+   * `out` may hold partial or wrong bytes.
+   */
+  decodeInto(
+    stored: Uint8Array,
+    digest: Uint8Array,
+    rawLength: number,
+    where: string,
+    out: Uint8Array,
+    opts: DecodeOptions = {},
+  ): void {
+    const damaged = (why: string): VmvaultError =>
+      new VmvaultError('E_CHUNK_CORRUPT', `chunk ${hex(digest)} in ${where} is damaged: ${why}`, {
         hint: "run 'vmvault verify' to list the restore points that use it",
         details: { digest: hex(digest), where },
       });
-    };
+    if (out.length < rawLength) throw new VmvaultError('E_INTERNAL', 'decode target is too small');
+    const target = out.subarray(0, rawLength);
     let plain: Buffer;
     if (this.key) {
       const p = unseal(this.key, stored);
-      if (!p) return fail('authentication failed');
+      if (!p) throw damaged('authentication failed');
       plain = p;
     } else {
       plain = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
     }
-    if (plain.length < 1) return fail('empty');
+    if (plain.length < 1) throw damaged('empty');
     const codec = plain[0];
-    let data: Buffer;
+    let selfChecked = false;
     if (codec === Codec.raw) {
-      data = plain.subarray(1);
+      if (plain.length - 1 !== rawLength) throw damaged(`length ${plain.length - 1}, expected ${rawLength}`);
+      target.set(plain.subarray(1));
     } else if (codec === Codec.zstd) {
+      let data: Buffer;
       try {
         data = this.decompressor.decompress(plain.subarray(1));
       } catch (e) {
-        return fail(`zstd: ${(e as Error).message}`);
+        throw damaged(`zstd: ${(e as Error).message}`);
       }
+      if (data.length !== rawLength) throw damaged(`length ${data.length}, expected ${rawLength}`);
+      target.set(data);
+    } else if (codec === Codec.checked) {
+      if (plain.length < 1 + DIGEST_SIZE + RAW_FRAME_HEADER) throw damaged('too short');
+      if (!plain.subarray(1, 1 + DIGEST_SIZE).equals(digest))
+        throw damaged('it was stored for another chunk');
+      const frame = plain.subarray(1 + DIGEST_SIZE);
+      // Only a single frame that carries a checksum checks itself.
+      if (frame.readUInt32LE(0) !== ZSTD_MAGIC || (frame[4]! & FRAME_CHECKSUM_FLAG) === 0) {
+        throw damaged('not a checksummed zstd frame');
+      }
+      let frameSize: number;
+      let n = -1;
+      try {
+        frameSize = zstd.findFrameCompressedSize(frame);
+        if (frameSize === frame.length) n = this.dctx.decompress(target, frame);
+      } catch (e) {
+        throw damaged(`zstd: ${(e as Error).message}`);
+      }
+      if (frameSize !== frame.length) throw damaged('trailing bytes after the frame');
+      if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
+      selfChecked = true;
     } else {
-      return fail(`unknown codec ${codec}`);
+      throw damaged(`unknown codec ${codec}`);
     }
-    if (data.length !== rawLength) return fail(`length ${data.length}, expected ${rawLength}`);
-    if (!digestOf(data, this.macKey).equals(digest)) return fail('digest mismatch');
-    return data;
+    if (selfChecked && opts.trustSelfCheck) return;
+    if (!digestOf(target, this.macKey).equals(digest)) throw damaged('digest mismatch');
   }
 }

@@ -5,11 +5,42 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type ErrorCode, VmvaultError } from '../core/index.js';
+import { DIGEST_SIZE } from './format.js';
 import type { Repository } from './repository.js';
 
+/** What a worker sends back for a request. */
+type Reply = Buffer | Buffer[] | (VmvaultError | null)[];
+
 interface Pending {
-  resolve: (b: Buffer | Buffer[]) => void;
+  resolve: (b: Reply) => void;
   reject: (e: unknown) => void;
+}
+
+/** A failure as a worker reports it. */
+interface WireError {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+  details?: Record<string, unknown>;
+}
+
+function fromWire(e: WireError): VmvaultError {
+  return new VmvaultError(e.code, e.message, {
+    ...(e.hint ? { hint: e.hint } : {}),
+    details: e.details ?? {},
+  });
+}
+
+/** One blob of a run for {@link CodecPool.decodeInto}. */
+export interface DecodeIntoItem {
+  /** Where the stored blob lies in the run buffer, and its stored length. */
+  offset: number;
+  length: number;
+  digest: Buffer;
+  rawLength: number;
+  /** Shared memory to write the decoded content to, at `targetOffset`. */
+  target: SharedArrayBuffer;
+  targetOffset: number;
 }
 
 interface Slot {
@@ -27,6 +58,7 @@ export class CodecPool {
   constructor(repo: Repository, threads = Math.max(1, availableParallelism())) {
     const workerData = {
       level: repo.config.compression.level,
+      version: repo.config.version,
       key: repo.sealKey ? new Uint8Array(repo.sealKey) : null,
       macKey: repo.macKey ? new Uint8Array(repo.macKey) : null,
     };
@@ -39,19 +71,17 @@ export class CodecPool {
           id: number;
           data?: Uint8Array;
           parts?: Uint8Array[];
-          error?: { code: ErrorCode; message: string; hint?: string; details?: Record<string, unknown> };
+          errors?: (WireError | null)[];
+          error?: WireError;
         }) => {
           const p = this.pending.get(m.id);
           if (!p) return;
           this.pending.delete(m.id);
           p.slot.busy--;
           if (m.error) {
-            p.reject(
-              new VmvaultError(m.error.code, m.error.message, {
-                ...(m.error.hint ? { hint: m.error.hint } : {}),
-                details: m.error.details ?? {},
-              }),
-            );
+            p.reject(fromWire(m.error));
+          } else if (m.errors) {
+            p.resolve(m.errors.map((e) => (e ? fromWire(e) : null)));
           } else if (m.parts) {
             p.resolve(m.parts.map((d) => Buffer.from(d.buffer, d.byteOffset, d.byteLength)));
           } else {
@@ -77,28 +107,27 @@ export class CodecPool {
     }
   }
 
-  private send<T extends Buffer | Buffer[] = Buffer>(
-    msg: Record<string, unknown>,
-    transfer: ArrayBuffer[],
-  ): Promise<T> {
+  private send<T extends Reply = Buffer>(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<T> {
     if (this.closed) return Promise.reject(new VmvaultError('E_INTERNAL', 'codec pool is closed'));
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.busy < slot.busy) slot = s;
     const id = this.nextId++;
     slot.busy++;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (b: Buffer | Buffer[]) => void, reject, slot });
+      this.pending.set(id, { resolve: resolve as (b: Reply) => void, reject, slot });
       slot.worker.postMessage({ ...msg, id }, transfer);
     });
   }
 
   /**
-   * Encodes a chunk. When `data` owns its whole ArrayBuffer, that buffer is transferred (the
-   * caller must not use it afterwards); otherwise it is copied.
+   * Encodes a chunk whose digest is `digest`. When `data` owns its whole ArrayBuffer, that
+   * buffer is transferred (the caller must not use it afterwards); otherwise it is copied.
    */
-  encode(data: Uint8Array): Promise<Buffer> {
+  encode(data: Uint8Array, digest: Buffer): Promise<Buffer> {
     const owned = transferable(data);
-    return this.send({ op: 'encode', data: owned }, [owned.buffer as ArrayBuffer]);
+    return this.send({ op: 'encode', data: owned, digest: new Uint8Array(digest) }, [
+      owned.buffer as ArrayBuffer,
+    ]);
   }
 
   /**
@@ -109,9 +138,12 @@ export class CodecPool {
     return this.send({ op: 'hash', shared, offset, length, chunkSize }, []);
   }
 
-  /** Encodes `length` bytes at `offset` of a shared segment (no copy, no transfer). */
-  encodeShared(shared: SharedArrayBuffer, offset: number, length: number): Promise<Buffer> {
-    return this.send({ op: 'encodeShared', shared, offset, length }, []);
+  /**
+   * Encodes `length` bytes at `offset` of a shared segment, whose digest is `digest` (no copy,
+   * no transfer).
+   */
+  encodeShared(shared: SharedArrayBuffer, offset: number, length: number, digest: Buffer): Promise<Buffer> {
+    return this.send({ op: 'encodeShared', shared, offset, length, digest: new Uint8Array(digest) }, []);
   }
 
   /**
@@ -150,9 +182,57 @@ export class CodecPool {
     return out.flat();
   }
 
-  /** Encodes several ranges of a shared segment in one message; results in range order. */
-  encodeSharedMany(shared: SharedArrayBuffer, ranges: [number, number][]): Promise<Buffer[]> {
-    return this.send<Buffer[]>({ op: 'encodeMany', shared, ranges }, []);
+  /**
+   * Encodes several ranges of a shared segment in one message, `digests[n]` being the digest of
+   * range `n`; results in range order.
+   */
+  encodeSharedMany(
+    shared: SharedArrayBuffer,
+    ranges: [number, number][],
+    digests: readonly Buffer[],
+  ): Promise<Buffer[]> {
+    if (digests.length !== ranges.length) {
+      return Promise.reject(new VmvaultError('E_INTERNAL', 'encodeSharedMany needs one digest per range'));
+    }
+    return this.send<Buffer[]>({ op: 'encodeMany', shared, ranges, digests: Buffer.concat(digests) }, []);
+  }
+
+  /**
+   * Decodes and checks blobs lying in `shared` (a run read from one pack) straight into shared
+   * memory, in one message and without copies back. Resolves with one entry per item: null when
+   * it decoded, else its E_CHUNK_CORRUPT error (the other items are unaffected). With
+   * `trustSelfCheck`, self-checked blobs are not re-hashed (see `DecodeOptions` in blob-codec.ts).
+   */
+  decodeInto(
+    shared: SharedArrayBuffer,
+    items: readonly DecodeIntoItem[],
+    where: string,
+    trustSelfCheck: boolean,
+  ): Promise<(VmvaultError | null)[]> {
+    return this.send<(VmvaultError | null)[]>(
+      { op: 'decodeInto', shared, ...packItems(items, where, trustSelfCheck) },
+      [],
+    );
+  }
+
+  /**
+   * {@link decodeInto} of a run the worker reads itself: `length` bytes at `position` of the
+   * open file `fd` (item offsets are relative to `position`). Saves the main thread the read
+   * and its thread-pool round trip. Rejects when the read fails (E_CORRUPT when short); the
+   * caller must keep `fd` open until the promise settles.
+   */
+  readAndDecodeInto(
+    fd: number,
+    position: number,
+    length: number,
+    items: readonly DecodeIntoItem[],
+    where: string,
+    trustSelfCheck: boolean,
+  ): Promise<(VmvaultError | null)[]> {
+    return this.send<(VmvaultError | null)[]>(
+      { op: 'readDecode', fd, position, length, ...packItems(items, where, trustSelfCheck) },
+      [],
+    );
   }
 
   /** Number of worker threads. */
@@ -174,6 +254,23 @@ export class CodecPool {
     this.failAll(new VmvaultError('E_INTERNAL', 'codec pool closed'));
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
+}
+
+/** Numbers per item in the packed form of {@link DecodeIntoItem}s (see codec-worker.ts). */
+const INTO_FIELDS = 5;
+
+/** The compact message form of decode-into items. */
+function packItems(items: readonly DecodeIntoItem[], where: string, trustSelfCheck: boolean) {
+  const targets: SharedArrayBuffer[] = [];
+  const meta = new Float64Array(items.length * INTO_FIELDS);
+  const digests = new Uint8Array(items.length * DIGEST_SIZE);
+  items.forEach((it, n) => {
+    let t = targets.indexOf(it.target);
+    if (t < 0) t = targets.push(it.target) - 1;
+    meta.set([it.offset, it.length, it.rawLength, t, it.targetOffset], n * INTO_FIELDS);
+    digests.set(it.digest, n * DIGEST_SIZE);
+  });
+  return { meta, digests, targets, where, trustSelfCheck };
 }
 
 /** `b` itself when it owns its whole ArrayBuffer (so it can be transferred), else a copy. */

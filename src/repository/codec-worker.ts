@@ -2,7 +2,7 @@
  * Worker thread body of the {@link CodecPool}: encodes (compress + seal) and decodes (open +
  * decompress + check digest) blobs off the main thread.
  */
-import { writeSync } from 'node:fs';
+import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { VmvaultError } from '../core/index.js';
 import { BlobDecoder, BlobEncoder } from './blob-codec.js';
@@ -11,23 +11,39 @@ import { DIGEST_SIZE } from './format.js';
 
 interface Init {
   level: number;
+  /** Layout version of the repository (what the encoder writes). */
+  version: number;
   key: Uint8Array | null;
   macKey: Uint8Array | null;
 }
 
 const init = workerData as Init;
 const key = init.key ? Buffer.from(init.key) : null;
-const encoder = new BlobEncoder(init.level, key);
+const encoder = new BlobEncoder(init.level, key, init.version);
 const macKey = init.macKey ? Buffer.from(init.macKey) : null;
 const decoder = new BlobDecoder(key, macKey);
 const ZEROS = Buffer.alloc(16 << 20);
 
 type Request =
-  | { id: number; op: 'encode'; data: Uint8Array }
+  | { id: number; op: 'encode'; data: Uint8Array; digest: Uint8Array }
   | { id: number; op: 'decode'; data: Uint8Array; digest: Uint8Array; rawLength: number; where: string }
   | { id: number; op: 'hash'; shared: SharedArrayBuffer; offset: number; length: number; chunkSize: number }
-  | { id: number; op: 'encodeShared'; shared: SharedArrayBuffer; offset: number; length: number }
-  | { id: number; op: 'encodeMany'; shared: SharedArrayBuffer; ranges: [number, number][] }
+  | {
+      id: number;
+      op: 'encodeShared';
+      shared: SharedArrayBuffer;
+      offset: number;
+      length: number;
+      digest: Uint8Array;
+    }
+  | {
+      id: number;
+      op: 'encodeMany';
+      shared: SharedArrayBuffer;
+      ranges: [number, number][];
+      /** The ranges' digests, 32 bytes each, back to back. */
+      digests: Uint8Array;
+    }
   | {
       id: number;
       op: 'decodeRun';
@@ -35,7 +51,32 @@ type Request =
       items: RunItem[];
       where: string;
       fd: number | null;
-    };
+    }
+  | ({ id: number; op: 'decodeInto'; shared: SharedArrayBuffer } & IntoItems)
+  | ({ id: number; op: 'readDecode'; fd: number; position: number; length: number } & IntoItems);
+
+/**
+ * Blobs of a run to decode into shared memory (see CodecPool.decodeInto), packed to keep the
+ * message small: per item {@link INTO_FIELDS} numbers in `meta` (offset in the run, stored
+ * length, raw length, index into `targets`, byte offset there) and 32 digest bytes in `digests`.
+ */
+interface IntoItems {
+  meta: Float64Array;
+  digests: Uint8Array;
+  targets: SharedArrayBuffer[];
+  where: string;
+  trustSelfCheck: boolean;
+}
+
+const INTO_FIELDS = 5;
+
+/** What a failed item reports back. */
+interface ItemError {
+  code: string;
+  message: string;
+  hint?: string;
+  details?: Record<string, unknown>;
+}
 
 /** One blob of a run read into a shared buffer (see CodecPool.decodeRun). */
 interface RunItem {
@@ -73,6 +114,56 @@ function decodeRun(
   return outs;
 }
 
+/** Decodes every item of `run` into its target; the failures, per item (null when it decoded). */
+function decodeInto(run: Uint8Array, req: IntoItems): (ItemError | null)[] {
+  const { meta, digests, targets } = req;
+  const out: (ItemError | null)[] = [];
+  for (let n = 0; n * INTO_FIELDS < meta.length; n++) {
+    const m = n * INTO_FIELDS;
+    const rawLength = meta[m + 2]!;
+    try {
+      decoder.decodeInto(
+        run.subarray(meta[m]!, meta[m]! + meta[m + 1]!),
+        digests.subarray(n * DIGEST_SIZE, (n + 1) * DIGEST_SIZE),
+        rawLength,
+        req.where,
+        new Uint8Array(targets[meta[m + 3]!]!, meta[m + 4]!, rawLength),
+        { trustSelfCheck: req.trustSelfCheck },
+      );
+      out.push(null);
+    } catch (err) {
+      out.push(errorInfo(err));
+    }
+  }
+  return out;
+}
+
+/** This thread's buffer for runs it reads itself. */
+let scratch = Buffer.allocUnsafeSlow(0);
+
+/** Reads `length` bytes at `position` of `fd` into the scratch buffer (E_CORRUPT when short). */
+function readRun(fd: number, position: number, length: number, where: string): Buffer {
+  if (scratch.length < length) scratch = Buffer.allocUnsafeSlow(Math.max(length, 4 << 20));
+  for (let done = 0; done < length; ) {
+    const n = readSync(fd, scratch, done, length - done, position + done);
+    if (n === 0) {
+      throw new VmvaultError('E_CORRUPT', `${where} is truncated: wanted ${length} bytes at ${position}`);
+    }
+    done += n;
+  }
+  return scratch.subarray(0, length);
+}
+
+function errorInfo(err: unknown): ItemError {
+  const e = err instanceof VmvaultError ? err : null;
+  return {
+    code: e?.code ?? 'E_INTERNAL',
+    message: (err as Error).message,
+    ...(e?.hint ? { hint: e.hint } : {}),
+    ...(e?.details ? { details: e.details } : {}),
+  };
+}
+
 /**
  * Digests of the chunks of a shared segment: 32 bytes per chunk, all zero for a chunk that
  * reads as zeros (it is not hashed).
@@ -92,7 +183,10 @@ function toTransferable(b: Uint8Array): Uint8Array {
   // Copy out of Node's pool or a shared buffer when needed so the ArrayBuffer can be transferred.
   if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer))
     return b;
-  return new Uint8Array(b);
+  // Not `new Uint8Array(b)`: that copies element by element when `b` is shared memory.
+  const copy = new Uint8Array(new ArrayBuffer(b.byteLength));
+  copy.set(b);
+  return copy;
 }
 
 parentPort!.on('message', (req: Request) => {
@@ -106,8 +200,23 @@ parentPort!.on('message', (req: Request) => {
       );
       return;
     }
+    if (req.op === 'decodeInto' || req.op === 'readDecode') {
+      const run =
+        req.op === 'decodeInto'
+          ? new Uint8Array(req.shared)
+          : readRun(req.fd, req.position, req.length, req.where);
+      parentPort!.postMessage({ id: req.id, errors: decodeInto(run, req) });
+      return;
+    }
     if (req.op === 'encodeMany') {
-      const parts = req.ranges.map(([o, l]) => toTransferable(encoder.encode(Buffer.from(req.shared, o, l))));
+      const parts = req.ranges.map(([o, l], n) =>
+        toTransferable(
+          encoder.encode(
+            Buffer.from(req.shared, o, l),
+            req.digests.subarray(n * DIGEST_SIZE, (n + 1) * DIGEST_SIZE),
+          ),
+        ),
+      );
       parentPort!.postMessage(
         { id: req.id, parts },
         parts.map((part) => part.buffer as ArrayBuffer),
@@ -117,26 +226,17 @@ parentPort!.on('message', (req: Request) => {
     if (req.op === 'hash') {
       out = hashChunks(Buffer.from(req.shared, req.offset, req.length), req.chunkSize);
     } else if (req.op === 'encodeShared') {
-      out = encoder.encode(Buffer.from(req.shared, req.offset, req.length));
+      out = encoder.encode(Buffer.from(req.shared, req.offset, req.length), req.digest);
     } else {
       const input = Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength);
       out =
         req.op === 'encode'
-          ? encoder.encode(input)
+          ? encoder.encode(input, req.digest)
           : decoder.decode(input, Buffer.from(req.digest), req.rawLength, req.where);
     }
     const t = toTransferable(out);
     parentPort!.postMessage({ id: req.id, data: t }, [t.buffer as ArrayBuffer]);
   } catch (err) {
-    const e = err instanceof VmvaultError ? err : null;
-    parentPort!.postMessage({
-      id: req.id,
-      error: {
-        code: e?.code ?? 'E_INTERNAL',
-        message: (err as Error).message,
-        hint: e?.hint,
-        details: e?.details,
-      },
-    });
+    parentPort!.postMessage({ id: req.id, error: errorInfo(err) });
   }
 });

@@ -14,11 +14,17 @@ import {
   seal,
   unseal,
 } from './crypto.js';
-import { REPO_FORMAT_NAME, REPO_FORMAT_VERSION, SCRYPT_DEFAULTS } from './format.js';
+import {
+  READABLE_FORMAT_VERSIONS,
+  REPO_FORMAT_NAME,
+  REPO_FORMAT_VERSION,
+  SCRYPT_DEFAULTS,
+} from './format.js';
 
 /** Contents of `config`. */
 export interface RepoConfig {
   format: typeof REPO_FORMAT_NAME;
+  /** Layout version: 1, or 2 for repositories whose blobs check themselves (docs/format.md). */
   version: number;
   id: string;
   createdAt: string;
@@ -39,10 +45,16 @@ export async function createConfig(opts: {
   packSize: number;
   compressionLevel: number;
   passphrase: string | null;
+  /** Layout version to write; default {@link REPO_FORMAT_VERSION}. */
+  formatVersion?: number;
 }): Promise<{ config: RepoConfig; key: MasterKey | null }> {
+  const version = opts.formatVersion ?? REPO_FORMAT_VERSION;
+  if (!READABLE_FORMAT_VERSIONS.includes(version)) {
+    throw new VmvaultError('E_USAGE', `cannot create a repository of format ${version}`);
+  }
   const base = {
     format: REPO_FORMAT_NAME,
-    version: REPO_FORMAT_VERSION,
+    version,
     id: randomBytes(16).toString('hex'),
     createdAt: new Date().toISOString(),
     chunkSize: opts.chunkSize,
@@ -77,10 +89,10 @@ export function parseConfig(data: Buffer, where: string): RepoConfig {
   if (c.format !== REPO_FORMAT_NAME) {
     throw new VmvaultError('E_NO_REPO', `${where} is not a vmvault repository`);
   }
-  if (c.version !== REPO_FORMAT_VERSION) {
+  if (!READABLE_FORMAT_VERSIONS.includes(c.version)) {
     throw new VmvaultError(
       'E_REPO_VERSION',
-      `${where} has repository format ${c.version}; this vmvault reads ${REPO_FORMAT_VERSION}`,
+      `${where} has repository format ${c.version}; this vmvault reads ${READABLE_FORMAT_VERSIONS.join(' and ')}`,
       {
         hint: 'use a vmvault release that supports it',
       },

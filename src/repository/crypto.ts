@@ -88,7 +88,10 @@ export function unseal(key: Buffer, sealed: Uint8Array): Buffer | null {
   try {
     const d = createDecipheriv('aes-256-gcm', key, nonce);
     d.setAuthTag(tag);
-    return Buffer.concat([d.update(body), d.final()]);
+    const plain = d.update(body);
+    // GCM has no padding: final() adds no bytes, it only checks the tag (and throws).
+    const rest = d.final();
+    return rest.length === 0 ? plain : Buffer.concat([plain, rest]);
   } catch {
     return null;
   }

@@ -3,8 +3,13 @@
  * docs/format.md describes the same layout in prose; keep the two in step.
  */
 
-/** Version of the repository layout written into `config`. */
-export const REPO_FORMAT_VERSION = 1;
+/**
+ * Version of the repository layout written into the `config` of new repositories. Version 2
+ * adds self-checked blobs ({@link Codec.checked}); everything else is as in version 1.
+ */
+export const REPO_FORMAT_VERSION = 2;
+/** Layout versions this code reads (and appends to, each in its own encoding). */
+export const READABLE_FORMAT_VERSIONS: readonly number[] = [1, 2];
 /** The `format` field of `config`. */
 export const REPO_FORMAT_NAME = 'vmvault-repository';
 
@@ -38,8 +43,17 @@ export const ZERO_DIGEST = Buffer.alloc(DIGEST_SIZE);
 export const BlobType = { data: 0, page: 1 } as const;
 export type BlobType = (typeof BlobType)[keyof typeof BlobType];
 
-/** Codec byte that starts every (decrypted) blob payload. */
-export const Codec = { raw: 0, zstd: 1 } as const;
+/**
+ * Codec byte that starts every (decrypted) blob payload. `checked` (format version 2): the
+ * chunk's digest, then one zstd frame that carries its content size and content checksum, so
+ * the blob checks itself without recomputing the digest (see docs/format.md).
+ */
+export const Codec = { raw: 0, zstd: 1, checked: 2 } as const;
+
+/** zstd frame magic number (little-endian u32 at the start of a frame). */
+export const ZSTD_MAGIC = 0xfd2fb528;
+/** Largest zstd block (the block-size limit of a frame). */
+export const ZSTD_MAX_BLOCK = 128 * 1024;
 
 /** AES-256-GCM nonce and tag sizes. */
 export const NONCE_SIZE = 12;

@@ -5,7 +5,7 @@
 import { stat } from 'node:fs/promises';
 import { type Backend, LocalBackend } from '../backends/index.js';
 import { VmvaultError, errnoCode } from '../core/index.js';
-import { BlobDecoder, BlobEncoder } from './blob-codec.js';
+import { BlobDecoder, BlobEncoder, type DecodeOptions } from './blob-codec.js';
 import { createConfig, parseConfig, type RepoConfig, unlockKey } from './config.js';
 import { digestOf, hex, type MasterKey } from './crypto.js';
 import {
@@ -28,6 +28,8 @@ export interface InitOptions {
   chunkSize?: number;
   packSize?: number;
   compressionLevel?: number;
+  /** Layout version to create (1 only to test readers of older repositories); default the current one. */
+  formatVersion?: number;
 }
 
 /** Counters of what a writer added to the repository. */
@@ -57,7 +59,7 @@ export class Repository {
     readonly config: RepoConfig,
     readonly key: MasterKey | null,
   ) {
-    this.pageEncoder = new BlobEncoder(config.compression.level, key?.encryption ?? null);
+    this.pageEncoder = new BlobEncoder(config.compression.level, key?.encryption ?? null, config.version);
     this.decoder = new BlobDecoder(key?.encryption ?? null, key?.mac ?? null);
   }
 
@@ -78,6 +80,7 @@ export class Repository {
       packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
       compressionLevel: opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL,
       passphrase: opts.passphrase,
+      ...(opts.formatVersion !== undefined ? { formatVersion: opts.formatVersion } : {}),
     });
     await backend.write('config', Buffer.from(`${JSON.stringify(config, null, 2)}\n`));
     return new Repository(backend, config, key);
@@ -214,7 +217,7 @@ export class Repository {
   async storePage(page: Buffer): Promise<Buffer> {
     const digest = digestOf(page, this.macKey);
     if (!this.hasBlob(digest))
-      await this.addBlob(BlobType.page, digest, this.pageEncoder.encode(page), page.length);
+      await this.addBlob(BlobType.page, digest, this.pageEncoder.encode(page, digest), page.length);
     return digest;
   }
 
@@ -261,10 +264,13 @@ export class Repository {
     }
   }
 
-  /** Reads, decodes and checks one blob on the calling thread. */
-  async loadBlob(digest: Buffer): Promise<Buffer> {
+  /**
+   * Reads, decodes and checks one blob on the calling thread; `opts` as for
+   * {@link BlobDecoder.decode} (by default the digest is always recomputed).
+   */
+  async loadBlob(digest: Buffer, opts: DecodeOptions = {}): Promise<Buffer> {
     const { stored, loc } = await this.readStored(digest);
-    return this.decoder.decode(stored, digest, loc.entry.rawLength, `pack ${loc.pack}`);
+    return this.decoder.decode(stored, digest, loc.entry.rawLength, `pack ${loc.pack}`, opts);
   }
 
   /** A reader over the index tree of one disk of a restore point. */

@@ -203,6 +203,16 @@ export class TreeReader {
   }
 
   /**
+   * The chunk digests of leaf page `leafNo` (chunks from `leafNo · PAGE_FANOUT` on), null for
+   * zero chunks; all null when the whole leaf is zero. The array is shared: do not modify it.
+   */
+  async leaf(leafNo: number): Promise<readonly (Buffer | null)[]> {
+    const digest = await this.entry(1, leafNo);
+    if (!digest) return new Array<Buffer | null>(entriesOfPage(this.chunkCount, 0, leafNo)).fill(null);
+    return this.page(0, leafNo, digest);
+  }
+
+  /**
    * The digest at position `index` among all entries of the pages at `level`: level 0 entries
    * are chunks, level 1 entries are leaf pages, and so on (level `levels` is the root). Null for
    * zero.

@@ -3,32 +3,45 @@
  * chunks they cover, decoded chunks are kept in a bounded LRU cache, and concurrent reads of
  * the same chunk share one fetch. This is what live mounts and file-level restore read through.
  *
- * Speed: the chunks one read needs are fetched as a batch, reading blobs that lie next to each
- * other in a pack with one backend read; with a {@link CodecPool} they are decoded and checked
- * on worker threads. Sequential streams (up to {@link MAX_STREAMS} at once, e.g. one per NBD
- * connection) are detected and the next chunks prefetched in the background: prefetch is
- * bounded in memory (it lands in the cache) and in batches in flight, and a read never waits
- * behind it (it is issued at once; it only shares a fetch already under way for its chunk).
+ * Speed: the chunks that reads ask for within one turn of the event loop (e.g. every request of
+ * one NBD packet) are fetched as one batch, reading blobs that lie next to each other in a pack
+ * with one backend read. With a {@link CodecPool} they are decoded and checked on worker threads
+ * straight into reusable shared memory (a {@link ChunkArena}), which {@link PointReader.borrow}
+ * hands out without a copy; self-checked blobs (format version 2) are not re-hashed.
+ *
+ * Prefetch: {@link PointReader.prefetch} queues chunk ranges by priority (lower first), and
+ * sequential streams (up to {@link MAX_STREAMS} at once, e.g. one per NBD connection) queue
+ * their read-ahead behind every explicit priority. The queue is pumped in the background in
+ * small batches on one worker each, only while no guest read waits (at most one batch while one
+ * does), and only while prefetched chunks nobody read yet fill less than half the cache. A read
+ * never waits behind prefetch: it is issued at once and only shares a fetch already under way.
  */
 import type { BlockReader, Extent } from '../core/index.js';
+import type { ReadDescriptor } from '../backends/index.js';
 import { SlabPool, VmvaultError } from '../core/index.js';
-import { decodeItems, groupRuns, locateChunks, runBytes } from './pack-runs.js';
 import {
   type CodecPool,
+  type DecodeIntoItem,
   type DiskRecord,
   fromHex,
+  PAGE_FANOUT,
   packObjectName,
   type Repository,
   type TreeReader,
 } from '../repository/index.js';
+import { ChunkArena } from './chunk-arena.js';
+import { groupRuns, type LocatedChunk, locateChunks, runBytes } from './pack-runs.js';
 
 /** Counters for what a reader fetched (tests and benchmarks check them). */
 export interface PointReaderStats {
+  /** Data chunks fetched from the repository (zero chunks are never fetched). */
   chunkFetches: number;
   chunkBytesFetched: number;
   cacheHits: number;
-  /** Chunks fetched by read-ahead (included in `chunkFetches`). */
+  /** Data chunks fetched by prefetch or read-ahead (included in `chunkFetches`). */
   prefetched?: number;
+  /** Chunks still queued for prefetch (including read-ahead), cached ones not yet skipped. */
+  prefetchQueued?: number;
   /** Backend reads made (one per run of adjacent blobs). */
   packReads?: number;
 }
@@ -39,46 +52,80 @@ export interface PointReaderOptions {
   cacheBytes?: number;
   /**
    * Worker threads to decode and check chunks on. With a pool, adjacent blobs of a pack are
-   * also read with one backend read. Without one, chunks are read and decoded one by one on
-   * the calling thread.
+   * also read with one backend read and decoded into shared memory. Without one, chunks are
+   * read and decoded one by one on the calling thread.
    */
   pool?: CodecPool;
   /** Chunks to prefetch ahead of a sequential stream; default 4 MiB worth, 0 disables. */
   readAheadChunks?: number;
 }
 
+/**
+ * Chunks lent by {@link PointReader.borrow}: `chunks[k]` is chunk `first + k` (null for a zero
+ * chunk). The buffers share the reader's cache memory and stay valid only until `release()`.
+ */
+export interface BorrowedChunks {
+  chunks: (Buffer | null)[];
+  /** Gives the chunks back; call it exactly once, when nothing reads the buffers any more. */
+  release(): void;
+}
+
 /** Sequential streams tracked at once. */
-const MAX_STREAMS = 8;
-/** Prefetch batches in flight at once. */
-const MAX_PREFETCH_BATCHES = 4;
+export const MAX_STREAMS = 8;
+/** Priority of sequential read-ahead: after every explicit {@link PointReader.prefetch} priority. */
+export const READ_AHEAD_PRIORITY = Number.POSITIVE_INFINITY;
+/** Prefetch batches in flight at once while no guest read waits (one while one does). */
+const MAX_PREFETCH_BATCHES = 2;
+/** Bytes of chunks one prefetch batch covers. */
+const PREFETCH_BATCH_BYTES = 4 << 20;
 /** Largest single backend read of adjacent blobs. */
 const MAX_RUN_BYTES = 4 << 20;
+/** Shared read buffers for guest reads, and for prefetch (so prefetch never holds them all). */
+const GUEST_SLABS = 6;
+const PREFETCH_SLABS = 2;
 
-interface Deferred {
-  promise: Promise<Buffer | null>;
-  resolve: (b: Buffer | null) => void;
-  reject: (e: unknown) => void;
+/** A decoded chunk in the cache (or just fetched). */
+interface Entry {
+  /** The content, or null for a zero chunk. A view of `slot` when slot ≥ 0. */
+  data: Buffer | null;
+  /** Arena slot holding the content, or -1 (heap buffer or zero chunk). */
+  slot: number;
+  /** Fetched by prefetch and not read since. */
+  prefetched: boolean;
 }
+
+/** Called once when a fetched chunk lands (`entry`) or fails (`entry` null, `err`). */
+type Waiter = (entry: Entry | null, err?: unknown) => void;
+
+/** A chunk being fetched. */
+interface Pending {
+  waiters: Waiter[];
+  /** Slot references to add for readers that asked while it was in flight. */
+  pins: number;
+  /** Fetched by prefetch, and nobody read it while in flight. */
+  prefetch: boolean;
+}
+
+/** Leaf pages of the tree kept decoded: 64 leaves map 32768 chunks (2 GiB of 64 KiB chunks). */
+const MAX_LEAVES = 64;
 
 interface Stream {
   /** Chunk a continuing read would start at. */
   next: number;
   /** Sequential reads seen. */
   hits: number;
-  /** Chunks up to here (exclusive) have been prefetched. */
+  /** Chunks up to here (exclusive) have been queued for read-ahead. */
   prefetchedTo: number;
   used: number;
 }
 
-function deferred(): Deferred {
-  let resolve!: (b: Buffer | null) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<Buffer | null>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
+/** A queued prefetch range `[next, end)`, consumed from the front. */
+interface QueuedRange {
+  next: number;
+  end: number;
 }
+
+const ZERO_ENTRY: Entry = { data: null, slot: -1, prefetched: false };
 
 /** A restore point's disk as a random-access block reader. */
 export class PointReader implements BlockReader {
@@ -89,20 +136,42 @@ export class PointReader implements BlockReader {
     chunkBytesFetched: 0,
     cacheHits: 0,
     prefetched: 0,
+    prefetchQueued: 0,
     packReads: 0,
   };
   private readonly tree: TreeReader;
-  private readonly cache = new Map<number, Buffer | null>();
-  private readonly inflight = new Map<number, Promise<Buffer | null>>();
+  /** Decoded leaf pages by leaf number (chunk digests), and leaves being loaded. */
+  private readonly leaves = new Map<number, readonly (Buffer | null)[]>();
+  private readonly leafLoads = new Map<number, Promise<readonly (Buffer | null)[]>>();
+  private readonly cache = new Map<number, Entry>();
+  private readonly inflight = new Map<number, Pending>();
   private cachedBytes = 0;
   private readonly cacheLimit: number;
+  /** Most cached entries (zero chunks included), so a cache of holes stays small too. */
+  private readonly maxEntries: number;
+  /** Chunks the cache holds: the arena size, and the unit of the prefetch budget. */
+  private readonly cacheChunks: number;
   private readonly pool: CodecPool | undefined;
-  private readonly slabs: SlabPool;
+  private readonly arena: ChunkArena | null;
+  /** Shared read buffers (guest reads, prefetch), made on first use: see {@link fetchRun}. */
+  private guestSlabs: SlabPool | null = null;
+  private prefetchSlabs: SlabPool | null = null;
   private readonly readAhead: number;
   private readonly chunkCount: number;
   private readonly streams: Stream[] = [];
-  private prefetchBatches = 0;
   private clock = 0;
+  /** Guest chunk requests waiting for the next batch (flushed in a microtask). */
+  private guestBatch: number[] = [];
+  /** Guest chunks in flight. */
+  private guestPending = 0;
+  /** Prefetch queue: priority → ranges in the order given. */
+  private readonly queue = new Map<number, QueuedRange[]>();
+  private prefetchBatches = 0;
+  /** Chunks of prefetch batches in flight. */
+  private prefetchInFlight = 0;
+  /** Cached chunks fetched by prefetch that no read used yet. */
+  private prefetchResident = 0;
+  private pumpScheduled = false;
 
   constructor(
     private readonly repo: Repository,
@@ -114,167 +183,619 @@ export class PointReader implements BlockReader {
     this.chunkCount = Math.ceil(disk.size / disk.chunkSize);
     this.tree = repo.treeReader(fromHex(disk.root), disk.size, disk.chunkSize);
     this.cacheLimit = opts.cacheBytes ?? 64 << 20;
+    this.maxEntries = Math.max(1024, Math.floor(this.cacheLimit / 1024));
+    this.cacheChunks = Math.max(4, Math.floor(this.cacheLimit / disk.chunkSize));
     this.pool = opts.pool;
-    this.slabs = new SlabPool(MAX_RUN_BYTES + disk.chunkSize + 4096, 8);
+    this.arena = this.pool ? new ChunkArena(disk.chunkSize, this.cacheChunks) : null;
     // Read-ahead must fit in the cache several times over, or it would evict itself.
     const dflt = Math.max(4, Math.floor((4 << 20) / disk.chunkSize));
     this.readAhead = Math.max(
       0,
-      Math.min(
-        opts.readAheadChunks ?? dflt,
-        Math.floor(this.cacheLimit / disk.chunkSize / (2 * MAX_STREAMS)),
-      ),
+      Math.min(opts.readAheadChunks ?? dflt, Math.floor(this.cacheChunks / (2 * MAX_STREAMS))),
     );
   }
 
+  // ---- reading -----------------------------------------------------------------------------
+
   /** Decoded content of chunk `index`, or null for a zero chunk. */
-  chunk(index: number): Promise<Buffer | null> {
-    const got = this.cached(index);
-    if (got) return got;
-    this.fetch([index], false);
-    return this.inflight.get(index)!;
+  async chunk(index: number): Promise<Buffer | null> {
+    return (await this.copies(index, 1, false))[0]!;
   }
 
   /**
    * Chunks `first` … `first + count - 1` (null for zero chunks), fetched as one batch, and
-   * noted as one access for sequential read-ahead.
+   * noted as one access for sequential read-ahead. The buffers are the caller's to keep.
    */
   chunks(first: number, count: number): Promise<(Buffer | null)[]> {
-    const out: Promise<Buffer | null>[] = [];
+    return this.copies(first, count, true);
+  }
+
+  /**
+   * Like {@link chunks}, without copying: the buffers are views of the cache, valid until
+   * `release()` (the reader does not reuse their memory before). For senders that hand the
+   * bytes to a socket and can tell when it is done with them.
+   */
+  async borrow(first: number, count: number): Promise<BorrowedChunks> {
+    this.checkRange(first, count);
+    const entries = await this.request(first, count, true);
+    let released = false;
+    return {
+      chunks: entries.map((e) => e.data),
+      release: () => {
+        if (released) return;
+        released = true;
+        this.unpin(entries);
+      },
+    };
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (offset < 0 || length < 0 || offset + length > this.size) {
+      throw new VmvaultError(
+        'E_USAGE',
+        `read of ${length} bytes at ${offset} is outside the disk (${this.size} bytes)`,
+      );
+    }
+    if (length === 0) return Buffer.alloc(0);
+    const cs = this.chunkSize;
+    const first = Math.floor(offset / cs);
+    const last = Math.floor((offset + length - 1) / cs);
+    const got = await this.request(first, last - first + 1, true, true);
+    try {
+      if (first === last) {
+        // Inside one chunk (metadata reads mostly are): a heap-cached chunk is returned as a
+        // view, no copy. Callers treat what read() returns as read-only.
+        const c = got[0]!;
+        const at = offset - first * cs;
+        if (c.data && c.slot < 0 && at + length <= c.data.length) return c.data.subarray(at, at + length);
+      }
+      const out = Buffer.alloc(length);
+      for (let i = first; i <= last; i++) {
+        const c = got[i - first]!.data;
+        if (!c) continue;
+        const cStart = i * cs;
+        const from = Math.max(offset, cStart);
+        const to = Math.min(offset + length, cStart + c.length);
+        if (to > from) c.copy(out, from - offset, from - cStart, to - cStart);
+      }
+      return out;
+    } finally {
+      this.unpin(got);
+    }
+  }
+
+  /** Data and zero extents of [offset, offset+length), from the tree alone (no chunk reads). */
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    const cs = this.chunkSize;
+    const out: Extent[] = [];
+    const end = Math.min(this.size, offset + length);
+    let leafNo = -1;
+    let leaf: readonly (Buffer | null)[] = [];
+    for (let pos = offset; pos < end; ) {
+      const i = Math.floor(pos / cs);
+      const next = Math.min(end, (i + 1) * cs);
+      if (Math.floor(i / PAGE_FANOUT) !== leafNo) {
+        leafNo = Math.floor(i / PAGE_FANOUT);
+        leaf = this.leaves.get(leafNo) ?? (await this.loadLeaf(leafNo));
+      }
+      const data = (leaf[i - leafNo * PAGE_FANOUT] ?? null) !== null;
+      const prev = out[out.length - 1];
+      if (prev && prev.data === data) prev.length += next - pos;
+      else out.push({ offset: pos, length: next - pos, data });
+      pos = next;
+    }
+    return out;
+  }
+
+  private checkRange(first: number, count: number): void {
+    if (
+      !Number.isInteger(first) ||
+      !Number.isInteger(count) ||
+      first < 0 ||
+      count < 0 ||
+      first + count > this.chunkCount
+    ) {
+      throw new VmvaultError(
+        'E_USAGE',
+        `chunks ${first}+${count} are outside the disk (${this.chunkCount} chunks)`,
+      );
+    }
+  }
+
+  /** Chunks as buffers of their own (arena-backed ones copied). */
+  private async copies(first: number, count: number, noteAccess: boolean): Promise<(Buffer | null)[]> {
+    this.checkRange(first, count);
+    const entries = await this.request(first, count, true, noteAccess);
+    try {
+      return entries.map((e) => (e.data && e.slot >= 0 ? Buffer.from(e.data) : e.data));
+    } finally {
+      this.unpin(entries);
+    }
+  }
+
+  /**
+   * Entries for chunks [first, first + count), fetching what is missing. With `pin`, every
+   * arena-backed entry returned holds a slot reference the caller must {@link unpin}; the pins
+   * are taken now, so nothing can reuse the memory between the fetch and the caller.
+   */
+  private request(first: number, count: number, pin: boolean, noteAccess = true): Promise<Entry[]> {
+    const out: Entry[] = new Array(count);
     const missing: number[] = [];
-    for (let i = first; i < first + count; i++) {
-      const got = this.cached(i);
-      if (got) out.push(got);
-      else {
-        missing.push(i);
-        out.push(Promise.resolve(null)); // replaced below
+    for (let k = 0; k < count; k++) {
+      const i = first + k;
+      const hit = this.cache.get(i);
+      if (hit) {
+        // Most recently used: move to the end of the LRU order.
+        this.cache.delete(i);
+        this.cache.set(i, hit);
+        this.stats.cacheHits++;
+        this.markRead(hit);
+        if (pin && hit.slot >= 0) this.arena!.retain(hit.slot);
+        out[k] = hit;
+        continue;
       }
+      missing.push(k);
     }
-    if (missing.length > 0) {
-      this.fetch(missing, false);
-      for (const i of missing) out[i - first] = this.inflight.get(i)!;
-    }
-    this.noteAccess(first, first + count);
-    return Promise.all(out);
-  }
-
-  /** A cached or in-flight chunk, or undefined. */
-  private cached(index: number): Promise<Buffer | null> | undefined {
-    if (this.cache.has(index)) {
-      const hit = this.cache.get(index)!;
-      this.cache.delete(index);
-      this.cache.set(index, hit);
-      this.stats.cacheHits++;
-      return Promise.resolve(hit);
-    }
-    return this.inflight.get(index);
-  }
-
-  /** Starts fetching `indices` (none cached or in flight) as one batch. */
-  private fetch(indices: number[], prefetch: boolean): Promise<void> {
-    const waits = new Map<number, Deferred>();
-    for (const i of indices) {
-      const d = deferred();
-      // A prefetch nobody reads must not become an unhandled rejection.
-      d.promise.catch(() => {});
-      waits.set(i, d);
-      this.inflight.set(i, d.promise);
-    }
-    const settle = (i: number, data: Buffer | null): void => {
-      this.inflight.delete(i);
-      this.insert(i, data);
-      this.stats.chunkFetches += data ? 1 : 0;
-      this.stats.chunkBytesFetched += data?.length ?? 0;
-      if (prefetch && data) this.stats.prefetched = (this.stats.prefetched ?? 0) + 1;
-      waits.get(i)!.resolve(data);
-    };
-    const run = async (): Promise<void> => {
-      const wanted: { index: number; digest: Buffer }[] = [];
-      for (const i of indices) {
-        const digest = await this.tree.lookup(i);
-        if (digest) wanted.push({ index: i, digest });
-        else settle(i, null);
-      }
-      if (!this.pool) {
-        await Promise.all(wanted.map(async (w) => settle(w.index, await this.repo.loadBlob(w.digest))));
-        return;
-      }
-      await this.fetchRuns(wanted, settle, prefetch);
-    };
-    return run().catch((err: unknown) => {
-      for (const [i, d] of waits) {
-        if (this.inflight.get(i) === d.promise) this.inflight.delete(i);
-        d.reject(err);
+    if (noteAccess) this.noteAccess(first, first + count);
+    if (missing.length === 0) return Promise.resolve(out);
+    return new Promise<Entry[]>((resolve, reject) => {
+      let left = missing.length;
+      let failed = false;
+      let error: unknown;
+      for (const k of missing) {
+        const i = first + k;
+        let p = this.inflight.get(i);
+        if (!p) {
+          p = this.pend(i, false);
+          this.guestBatch.push(i);
+          if (this.guestBatch.length === 1) queueMicrotask(() => this.flushGuest());
+        }
+        if (pin) p.pins++;
+        p.prefetch = false;
+        p.waiters.push((e, err) => {
+          if (e) out[k] = e;
+          else if (!failed) {
+            failed = true;
+            error = err;
+          }
+          if (--left > 0) return;
+          if (!failed) return resolve(out);
+          // Give back the pins of the chunks that did arrive.
+          if (pin) this.unpin(out.filter((x) => x !== undefined));
+          reject(error);
+        });
       }
     });
   }
 
-  /** Reads `wanted` in runs of adjacent blobs and decodes them on the pool. */
-  private async fetchRuns(
-    wanted: { index: number; digest: Buffer }[],
-    settle: (i: number, data: Buffer | null) => void,
-    prefetch: boolean,
-  ): Promise<void> {
-    const pool = this.pool!;
-    const runs = groupRuns(
-      locateChunks(
-        this.repo,
-        wanted.map((w) => ({ index: w.index, digest: w.digest })),
-      ),
-      MAX_RUN_BYTES,
-    );
-    await Promise.all(
-      runs.map(async (run) => {
-        const first = run[0]!;
-        const length = runBytes(run);
-        // Read the run into a shared slab; the workers check and decode straight from it.
-        const slab = await this.slabs.acquire();
-        try {
+  /** Drops the slot references {@link request} took for `entries`. */
+  private unpin(entries: readonly Entry[]): void {
+    for (const e of entries) if (e.slot >= 0) this.arena!.release(e.slot);
+  }
+
+  private markRead(e: Entry): void {
+    if (e.prefetched) {
+      e.prefetched = false;
+      this.prefetchResident--;
+      this.schedulePump();
+    }
+  }
+
+  // ---- fetching ----------------------------------------------------------------------------
+
+  /** Registers chunk `index` as in flight. */
+  private pend(index: number, prefetch: boolean): Pending {
+    const p: Pending = { waiters: [], pins: 0, prefetch };
+    this.inflight.set(index, p);
+    return p;
+  }
+
+  /** Digest of chunk `index` (null for a zero chunk), from the decoded leaf pages. */
+  private digest(index: number): Buffer | null | Promise<Buffer | null> {
+    const leafNo = Math.floor(index / PAGE_FANOUT);
+    const leaf = this.leaves.get(leafNo);
+    if (leaf) return leaf[index - leafNo * PAGE_FANOUT] ?? null;
+    return this.loadLeaf(leafNo).then((l) => l[index - leafNo * PAGE_FANOUT] ?? null);
+  }
+
+  private loadLeaf(leafNo: number): Promise<readonly (Buffer | null)[]> {
+    let load = this.leafLoads.get(leafNo);
+    if (!load) {
+      load = this.tree.leaf(leafNo).then(
+        (leaf) => {
+          this.leafLoads.delete(leafNo);
+          this.leaves.set(leafNo, leaf);
+          if (this.leaves.size > MAX_LEAVES) this.leaves.delete(this.leaves.keys().next().value as number);
+          return leaf;
+        },
+        (err: unknown) => {
+          this.leafLoads.delete(leafNo);
+          throw err;
+        },
+      );
+      this.leafLoads.set(leafNo, load);
+    }
+    return load;
+  }
+
+  private flushGuest(): void {
+    const batch = this.guestBatch;
+    this.guestBatch = [];
+    if (batch.length === 0) return;
+    this.guestPending += batch.length;
+    void this.fetch(batch, false);
+  }
+
+  /** A fetched chunk lands: it is cached, its waiters get their pins, and they resume. */
+  private settle(index: number, entry: Entry, prefetch: boolean): void {
+    const p = this.inflight.get(index)!;
+    this.inflight.delete(index);
+    if (prefetch) this.prefetchInFlight--;
+    else this.guestDone(1);
+    if (entry.data) {
+      this.stats.chunkFetches++;
+      this.stats.chunkBytesFetched += entry.data.length;
+      if (prefetch) this.stats.prefetched = (this.stats.prefetched ?? 0) + 1;
+    }
+    entry.prefetched = prefetch && p.prefetch && entry.data !== null;
+    if (entry.prefetched) this.prefetchResident++;
+    if (entry.slot >= 0) for (let n = 0; n < p.pins; n++) this.arena!.retain(entry.slot);
+    this.insert(index, entry);
+    for (const w of p.waiters) w(entry);
+  }
+
+  /** A chunk could not be fetched: its waiters get the error; nothing is cached. */
+  private fail(index: number, err: unknown, prefetch: boolean): void {
+    const p = this.inflight.get(index);
+    if (!p) return;
+    this.inflight.delete(index);
+    if (prefetch) this.prefetchInFlight--;
+    else this.guestDone(1);
+    for (const w of p.waiters) w(null, err);
+  }
+
+  private guestDone(n: number): void {
+    this.guestPending -= n;
+    if (this.guestPending === 0) this.schedulePump();
+  }
+
+  /** Fetches `indices` (registered in flight) as one batch; settles or fails each of them. */
+  private async fetch(indices: number[], prefetch: boolean): Promise<void> {
+    const mine = indices.map((i) => this.inflight.get(i));
+    try {
+      await this.fetchBatch(indices, prefetch);
+    } catch (err) {
+      for (let k = 0; k < indices.length; k++)
+        if (this.inflight.get(indices[k]!) === mine[k]) this.fail(indices[k]!, err, prefetch);
+    }
+    // Nothing may stay in flight forever, whatever went wrong.
+    for (let k = 0; k < indices.length; k++) {
+      if (this.inflight.get(indices[k]!) === mine[k]) {
+        this.fail(
+          indices[k]!,
+          new VmvaultError('E_INTERNAL', `chunk ${indices[k]} was not fetched`),
+          prefetch,
+        );
+      }
+    }
+  }
+
+  private async fetchBatch(indices: number[], prefetch: boolean): Promise<void> {
+    const wanted: { index: number; digest: Buffer }[] = [];
+    for (const i of indices) {
+      try {
+        const d = this.digest(i);
+        const digest = d instanceof Promise ? await d : d;
+        if (digest) wanted.push({ index: i, digest });
+        else this.settle(i, { ...ZERO_ENTRY }, prefetch);
+      } catch (err) {
+        this.fail(i, err, prefetch);
+      }
+    }
+    if (wanted.length === 0) return;
+    if (!this.pool) {
+      await Promise.all(
+        wanted.map(async (w) => {
           try {
-            this.stats.packReads = (this.stats.packReads ?? 0) + 1;
-            await this.repo.backend.readRangeInto(
-              packObjectName(first.pack),
-              first.offset,
-              Buffer.from(slab.shared, 0, length),
-            );
+            const data = await this.repo.loadBlob(w.digest, { trustSelfCheck: true });
+            this.settle(w.index, { data, slot: -1, prefetched: false }, prefetch);
           } catch (err) {
-            // Let the repository name the missing or truncated pack and chunk.
-            await this.repo.readStored(first.digest);
-            throw err;
+            this.fail(w.index, err, prefetch);
           }
-          // A guest read is split over every worker; prefetch uses one, leaving room for reads.
-          const decoded = await pool.decodeRunSplit(
-            slab.shared,
-            decodeItems(run, () => -1),
-            `pack ${first.pack}`,
-            null,
-            prefetch ? 1 : pool.size,
-          );
-          for (let n = 0; n < run.length; n++) settle(run[n]!.index, decoded[n]!);
-        } finally {
-          this.slabs.release(slab);
+        }),
+      );
+      return;
+    }
+    const located: LocatedChunk[] = [];
+    for (const w of wanted) {
+      try {
+        located.push(...locateChunks(this.repo, [w]));
+      } catch (err) {
+        this.fail(w.index, err, prefetch);
+      }
+    }
+    const runs = groupRuns(located, MAX_RUN_BYTES);
+    if (prefetch) {
+      // One run after the other, one message each: a prefetch batch keeps at most one worker
+      // busy, leaving the others to guest reads.
+      for (const run of runs) await this.fetchRun(run, 1, true);
+      return;
+    }
+    // A guest batch is spread over every worker.
+    const parts = Math.max(1, Math.ceil(this.pool.size / runs.length));
+    await Promise.all(runs.map((run) => this.fetchRun(run, parts, false)));
+  }
+
+  /**
+   * Reads one run of adjacent blobs and decodes it on the pool, in `parts` messages. Workers
+   * read the pack themselves when the backend lends file descriptors; otherwise the run is read
+   * here into a shared slab.
+   */
+  private async fetchRun(run: LocatedChunk[], parts: number, prefetch: boolean): Promise<void> {
+    const pool = this.pool!;
+    const backend = this.repo.backend;
+    const first = run[0]!;
+    const name = packObjectName(first.pack);
+    const where = `pack ${first.pack}`;
+    this.stats.packReads = (this.stats.packReads ?? 0) + 1;
+    // Let the repository name the missing or truncated pack and the chunk.
+    const readFailed = async (chunks: readonly LocatedChunk[], err: unknown): Promise<void> => {
+      let named: unknown = err;
+      try {
+        await this.repo.readStored(chunks[0]!.digest);
+      } catch (e) {
+        named = e;
+      }
+      for (const c of chunks) this.fail(c.index, named, prefetch);
+    };
+    const per = Math.ceil(run.length / Math.max(1, Math.min(parts, run.length)));
+    const pieces: LocatedChunk[][] = [];
+    for (let from = 0; from < run.length; from += per) pieces.push(run.slice(from, from + per));
+    if (backend.openRead) {
+      let fd: ReadDescriptor;
+      try {
+        fd = await backend.openRead(name);
+      } catch (err) {
+        return readFailed(run, err);
+      }
+      try {
+        await Promise.all(
+          pieces.map(async (piece) => {
+            const base = piece[0]!.offset;
+            const { items, slots } = this.destinations(piece, base);
+            let errors: unknown[];
+            try {
+              errors = await pool.readAndDecodeInto(fd.fd, base, runBytes(piece), items, where, true);
+            } catch (err) {
+              for (const slot of slots) if (slot >= 0) this.arena!.release(slot);
+              return readFailed(piece, err);
+            }
+            this.land(piece, items, slots, errors, prefetch);
+          }),
+        );
+      } finally {
+        fd.release();
+      }
+      return;
+    }
+    const slabs = this.slabPool(prefetch);
+    const slab = await slabs.acquire();
+    try {
+      try {
+        await backend.readRangeInto(name, first.offset, Buffer.from(slab.shared, 0, runBytes(run)));
+      } catch (err) {
+        return readFailed(run, err);
+      }
+      await Promise.all(
+        pieces.map(async (piece) => {
+          const { items, slots } = this.destinations(piece, first.offset);
+          let errors: unknown[];
+          try {
+            errors = await pool.decodeInto(slab.shared, items, where, true);
+          } catch (err) {
+            errors = items.map(() => err);
+          }
+          this.land(piece, items, slots, errors, prefetch);
+        }),
+      );
+    } finally {
+      slabs.release(slab);
+    }
+  }
+
+  /** The shared read buffers for guest reads or prefetch, made on first use. */
+  private slabPool(prefetch: boolean): SlabPool {
+    const slabBytes = MAX_RUN_BYTES + this.chunkSize + 4096;
+    if (prefetch) {
+      if (!this.prefetchSlabs) this.prefetchSlabs = new SlabPool(slabBytes, PREFETCH_SLABS);
+      return this.prefetchSlabs;
+    }
+    if (!this.guestSlabs) this.guestSlabs = new SlabPool(slabBytes, GUEST_SLABS);
+    return this.guestSlabs;
+  }
+
+  /**
+   * Decode items for `chunks` (blob offsets relative to `base`), each with its destination: an
+   * arena slot, or its own shared buffer when every slot is in use (readers hold them all).
+   */
+  private destinations(
+    chunks: readonly LocatedChunk[],
+    base: number,
+  ): { items: DecodeIntoItem[]; slots: number[] } {
+    const items: DecodeIntoItem[] = [];
+    const slots: number[] = [];
+    for (const c of chunks) {
+      const slot = this.takeSlot();
+      slots.push(slot);
+      const at =
+        slot >= 0 ? this.arena!.locate(slot) : { shared: new SharedArrayBuffer(c.rawLength), offset: 0 };
+      items.push({
+        offset: c.offset - base,
+        length: c.length,
+        digest: c.digest,
+        rawLength: c.rawLength,
+        target: at.shared,
+        targetOffset: at.offset,
+      });
+    }
+    return { items, slots };
+  }
+
+  /** Settles decoded chunks, or fails the ones whose decode failed (freeing their slots). */
+  private land(
+    chunks: readonly LocatedChunk[],
+    items: readonly DecodeIntoItem[],
+    slots: readonly number[],
+    errors: readonly unknown[],
+    prefetch: boolean,
+  ): void {
+    for (let n = 0; n < chunks.length; n++) {
+      const c = chunks[n]!;
+      const slot = slots[n]!;
+      if (errors[n]) this.landFailed(c, slot, errors[n], prefetch);
+      else {
+        const data = slot >= 0 ? this.arena!.view(slot, c.rawLength) : Buffer.from(items[n]!.target);
+        this.settle(c.index, { data, slot, prefetched: false }, prefetch);
+      }
+    }
+  }
+
+  private landFailed(c: LocatedChunk, slot: number, err: unknown, prefetch: boolean): void {
+    if (slot >= 0) this.arena!.release(slot);
+    this.fail(c.index, err, prefetch);
+  }
+
+  /** A free arena slot (evicting cached chunks as needed), or -1. */
+  private takeSlot(): number {
+    const arena = this.arena!;
+    if (arena.freeSlots === 0 && arena.capacity >= arena.maxSlots) {
+      // Evict from the LRU end until a slot frees; pinned chunks leave the cache but keep
+      // their slot until released.
+      for (const [k] of this.cache) {
+        const wasFree = arena.freeSlots;
+        this.evict(k);
+        if (arena.freeSlots > wasFree) break;
+      }
+    }
+    return arena.take();
+  }
+
+  private insert(index: number, entry: Entry): void {
+    if (this.cache.has(index)) this.evict(index);
+    this.cache.set(index, entry);
+    this.cachedBytes += entry.data?.length ?? 0;
+    while ((this.cachedBytes > this.cacheLimit || this.cache.size > this.maxEntries) && this.cache.size > 1) {
+      this.evict(this.cache.keys().next().value as number);
+    }
+  }
+
+  private evict(index: number): void {
+    const e = this.cache.get(index);
+    if (!e) return;
+    this.cache.delete(index);
+    this.cachedBytes -= e.data?.length ?? 0;
+    if (e.prefetched) {
+      e.prefetched = false;
+      this.prefetchResident--;
+      this.schedulePump();
+    }
+    if (e.slot >= 0) this.arena!.release(e.slot);
+  }
+
+  // ---- prefetch ----------------------------------------------------------------------------
+
+  /**
+   * Queues chunk ranges `[first, end)` to fetch into the cache in the background. Lower
+   * `priority` numbers go first (e.g. 0 for block priorities recorded at backup, 1 for a
+   * recorded boot trace); within a priority, ranges and chunks keep the given order. Sequential
+   * read-ahead comes after every priority. Chunks already cached or in flight, and zero chunks,
+   * are skipped. Ranges are clipped to the disk.
+   *
+   * Prefetch never delays a read: batches of up to 4 MiB start only while no guest read waits
+   * (at most one while one does), at most two at once, each on one worker; and pumping stops
+   * while prefetched chunks that nobody read yet would fill more than half the cache.
+   */
+  prefetch(ranges: readonly [number, number][], priority = 0): void {
+    if (Number.isNaN(priority)) throw new VmvaultError('E_USAGE', 'prefetch priority must be a number');
+    let list = this.queue.get(priority);
+    for (const [a, b] of ranges) {
+      const first = Math.max(0, Math.floor(a));
+      const end = Math.min(this.chunkCount, Math.ceil(b));
+      if (!(end > first)) continue;
+      if (!list) {
+        list = [];
+        this.queue.set(priority, list);
+      }
+      list.push({ next: first, end });
+      this.stats.prefetchQueued = (this.stats.prefetchQueued ?? 0) + (end - first);
+    }
+    this.schedulePump();
+  }
+
+  /** Drops everything queued for prefetch (including read-ahead); batches in flight finish. */
+  clearPrefetch(): void {
+    this.queue.clear();
+    this.stats.prefetchQueued = 0;
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled || this.queue.size === 0) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  /** Starts prefetch batches while the rules allow. */
+  private pump(): void {
+    const perBatch = Math.max(1, Math.floor(PREFETCH_BATCH_BYTES / this.chunkSize));
+    while (this.queue.size > 0) {
+      const limit = this.guestPending > 0 ? 1 : MAX_PREFETCH_BATCHES;
+      if (this.prefetchBatches >= limit) return;
+      const budget = Math.floor(this.cacheChunks / 2) - this.prefetchResident - this.prefetchInFlight;
+      if (budget <= 0) return;
+      const batch = this.takeQueued(Math.min(perBatch, budget));
+      if (batch.length === 0) continue; // everything taken was cached or in flight
+      this.prefetchBatches++;
+      this.prefetchInFlight += batch.length;
+      void this.fetch(batch, true).finally(() => {
+        this.prefetchBatches--;
+        this.schedulePump();
+      });
+    }
+  }
+
+  /**
+   * Up to `max` queued chunks from the front of the queue that are neither cached nor in
+   * flight, in priority and then queue order, registered as in flight. Consumes what it looks
+   * at.
+   */
+  private takeQueued(max: number): number[] {
+    const out: number[] = [];
+    const priorities = [...this.queue.keys()].sort((a, b) => a - b);
+    for (const pr of priorities) {
+      const list = this.queue.get(pr)!;
+      while (list.length > 0 && out.length < max) {
+        const r = list[0]!;
+        while (r.next < r.end && out.length < max) {
+          const i = r.next++;
+          this.stats.prefetchQueued = (this.stats.prefetchQueued ?? 0) - 1;
+          if (!this.cache.has(i) && !this.inflight.has(i)) {
+            this.pend(i, true);
+            out.push(i);
+          }
         }
-      }),
-    );
+        if (r.next >= r.end) list.shift();
+        else break;
+      }
+      if (list.length === 0) this.queue.delete(pr);
+      if (out.length >= max || list.length > 0) break;
+    }
+    return out;
   }
 
-  private insert(index: number, data: Buffer | null): void {
-    const old = this.cache.get(index);
-    if (old !== undefined) {
-      this.cache.delete(index);
-      this.cachedBytes -= old?.length ?? 0;
-    }
-    this.cache.set(index, data);
-    this.cachedBytes += data?.length ?? 0;
-    const maxEntries = Math.max(1024, Math.floor(this.cacheLimit / 1024));
-    while ((this.cachedBytes > this.cacheLimit || this.cache.size > maxEntries) && this.cache.size > 1) {
-      const [k, v] = this.cache.entries().next().value as [number, Buffer | null];
-      this.cache.delete(k);
-      this.cachedBytes -= v?.length ?? 0;
-    }
-  }
-
-  /** Records an access to chunks [first, end) and prefetches ahead of sequential streams. */
+  /** Records an access to chunks [first, end) and queues read-ahead for sequential streams. */
   private noteAccess(first: number, end: number): void {
     if (this.readAhead === 0) return;
     this.clock++;
@@ -298,64 +819,20 @@ export class PointReader implements BlockReader {
     if (s.hits < 2) return;
     // Top up once less than half the window is left ahead of the reader.
     if (s.prefetchedTo - s.next > this.readAhead >> 1) return;
-    if (this.prefetchBatches >= MAX_PREFETCH_BATCHES) return;
     const from = Math.max(s.prefetchedTo, s.next);
     const to = Math.min(this.chunkCount, s.next + this.readAhead);
-    const todo: number[] = [];
-    for (let i = from; i < to; i++) if (!this.cache.has(i) && !this.inflight.has(i)) todo.push(i);
     s.prefetchedTo = Math.max(s.prefetchedTo, to);
-    if (todo.length === 0) return;
-    this.prefetchBatches++;
-    void this.fetch(todo, true).finally(() => {
-      this.prefetchBatches--;
-    });
-  }
-
-  async read(offset: number, length: number): Promise<Buffer> {
-    if (offset < 0 || length < 0 || offset + length > this.size) {
-      throw new VmvaultError(
-        'E_USAGE',
-        `read of ${length} bytes at ${offset} is outside the disk (${this.size} bytes)`,
-      );
+    if (to <= from) return;
+    // Read-ahead that fell behind its stream is worthless: keep the queue to a few windows.
+    const list = this.queue.get(READ_AHEAD_PRIORITY);
+    const cap = MAX_STREAMS * this.readAhead;
+    let queued = 0;
+    for (const r of list ?? []) queued += r.end - r.next;
+    while (list && list.length > 0 && queued + (to - from) > cap) {
+      const old = list.shift()!;
+      queued -= old.end - old.next;
+      this.stats.prefetchQueued = (this.stats.prefetchQueued ?? 0) - (old.end - old.next);
     }
-    if (length === 0) return Buffer.alloc(0);
-    const cs = this.chunkSize;
-    const first = Math.floor(offset / cs);
-    const last = Math.floor((offset + length - 1) / cs);
-    const got = await this.chunks(first, last - first + 1);
-    if (first === last) {
-      // Inside one chunk (metadata reads mostly are): a view of the cached chunk, no copy.
-      // Callers treat what read() returns as read-only.
-      const c = got[0];
-      const at = offset - first * cs;
-      if (c && at + length <= c.length) return c.subarray(at, at + length);
-    }
-    const out = Buffer.alloc(length);
-    for (let i = first; i <= last; i++) {
-      const c = got[i - first];
-      if (!c) continue;
-      const cStart = i * cs;
-      const from = Math.max(offset, cStart);
-      const to = Math.min(offset + length, cStart + c.length);
-      if (to > from) c.copy(out, from - offset, from - cStart, to - cStart);
-    }
-    return out;
-  }
-
-  /** Data and zero extents of [offset, offset+length), from the tree alone (no chunk reads). */
-  async extents(offset: number, length: number): Promise<Extent[]> {
-    const cs = this.chunkSize;
-    const out: Extent[] = [];
-    const end = Math.min(this.size, offset + length);
-    for (let pos = offset; pos < end; ) {
-      const i = Math.floor(pos / cs);
-      const next = Math.min(end, (i + 1) * cs);
-      const data = (await this.tree.lookup(i)) !== null;
-      const prev = out[out.length - 1];
-      if (prev && prev.data === data) prev.length += next - pos;
-      else out.push({ offset: pos, length: next - pos, data });
-      pos = next;
-    }
-    return out;
+    this.prefetch([[from, to]], READ_AHEAD_PRIORITY);
   }
 }

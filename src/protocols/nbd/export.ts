@@ -29,6 +29,16 @@ export interface ReadSegment {
 }
 
 /**
+ * The answer of {@link NbdExport.readSparseHeld}: segments whose `data` buffers the export lends
+ * until `release()` is called.
+ */
+export interface HeldSegments {
+  segments: ReadSegment[];
+  /** Called exactly once, when the server no longer needs the buffers (sent, or failed). */
+  release(): void;
+}
+
+/**
  * A `base:allocation` extent. `data: false` means the range reads as zeros (NBD_STATE_ZERO);
  * it is also reported as a hole (NBD_STATE_HOLE) unless `hole` is explicitly false. A core
  * {@link Extent} is a valid AllocationExtent.
@@ -60,6 +70,12 @@ export interface NbdExport {
    * order. Zero segments are sent as NBD_REPLY_TYPE_OFFSET_HOLE chunks.
    */
   readSparse?(offset: number, length: number): Promise<ReadSegment[]>;
+  /**
+   * Optional {@link readSparse} without copies: the data buffers may be the export's own memory
+   * (e.g. a cache), which it must not reuse before `release()`. The server prefers it, and
+   * releases once the reply has been handed to the kernel or the connection is gone.
+   */
+  readSparseHeld?(offset: number, length: number): Promise<HeldSegments>;
   /**
    * Optional allocation status for `base:allocation`: contiguous extents starting at `offset`.
    * They may stop short of `offset + length` (the client asks again) or overrun it (clamped).

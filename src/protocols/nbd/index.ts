@@ -15,7 +15,13 @@ export { NbdMultiClient, type NbdMultiClientOptions } from './multi-conn.js';
 export type { NbdBlockSize, NbdListedExport } from './handshake-client.js';
 export type { NbdTarget } from './connect.js';
 export { NbdServer, type NbdServerOptions, type NbdListenOptions, type NbdListenAddress } from './server.js';
-export type { NbdExport, NbdExportBlockSize, ReadSegment, AllocationExtent } from './export.js';
+export type {
+  AllocationExtent,
+  HeldSegments,
+  NbdExport,
+  NbdExportBlockSize,
+  ReadSegment,
+} from './export.js';
 export { MemoryExport } from './memory-export.js';
 export { FileExport, type FileExportOptions, loadNativeSeek } from './file-export.js';
 export { parseNbdUri, formatNbdUri, type NbdAddress } from './uri.js';

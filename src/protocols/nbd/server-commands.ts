@@ -23,7 +23,7 @@ import {
   NBD_STATE_HOLE,
   NBD_STATE_ZERO,
 } from './constants.js';
-import type { NbdExport } from './export.js';
+import type { NbdExport, ReadSegment } from './export.js';
 import { CONTEXT_ID_BASE, type ServerSession } from './server-handshake.js';
 import {
   type StatusExtent,
@@ -60,13 +60,35 @@ function check(cond: boolean, errno: number, message: string): void {
   if (!cond) throw new NbdReplyError(errno, message);
 }
 
+/** Throws unless `segs` are contiguous, consistent, and cover exactly the request. */
+function checkSegments(segs: readonly ReadSegment[], offset: number, length: number): void {
+  let pos = offset;
+  for (const s of segs) {
+    if (s.offset !== pos || s.length <= 0 || (s.data && s.data.length !== s.length)) {
+      throw new Error('export readSparse returned inconsistent segments');
+    }
+    pos += s.length;
+  }
+  if (pos !== offset + length) throw new Error('export readSparse did not cover the request');
+}
+
 /** Executes requests on the session's export and writes their successful replies. */
 export class CommandHandler {
+  /** Releases of held reads whose replies are still being written. */
+  private readonly held = new Set<() => void>();
+
   constructor(
     private readonly socket: Socket,
     private readonly session: ServerSession,
     private readonly maxExtentsPerReply: number,
-  ) {}
+  ) {
+    // Writes still queued when the socket goes away may never report back: release on close.
+    socket.once('close', () => {
+      const all = [...this.held];
+      this.held.clear();
+      for (const release of all) release();
+    });
+  }
 
   /** Handles one request; throws {@link NbdReplyError} (or the export's error) to fail it. */
   async handle(req: NbdRequest): Promise<void> {
@@ -164,30 +186,53 @@ export class CommandHandler {
       this.socket.write(noneChunk(req.cookie));
       return;
     }
+    if (!df && exp.readSparseHeld) {
+      const { segments, release } = await exp.readSparseHeld(offset, length);
+      let once = false;
+      const done = (): void => {
+        if (once) return;
+        once = true;
+        this.held.delete(done);
+        release();
+      };
+      try {
+        checkSegments(segments, offset, length);
+      } catch (err) {
+        done();
+        throw err;
+      }
+      if (this.socket.destroyed) return done();
+      this.held.add(done);
+      // The buffers are lent: give them back once the last write has reached the kernel.
+      this.writeSegments(req, segments, done);
+      return;
+    }
     if (!df && exp.readSparse) {
       const segs = await exp.readSparse(offset, length);
       if (this.socket.destroyed) return;
-      let pos = offset;
-      for (const s of segs) {
-        if (s.offset !== pos || s.length <= 0 || (s.data && s.data.length !== s.length)) {
-          throw new Error('export readSparse returned inconsistent segments');
-        }
-        pos += s.length;
-      }
-      if (pos !== offset + length) throw new Error('export readSparse did not cover the request');
-      this.socket.cork();
-      segs.forEach((s, i) => {
-        const last = i === segs.length - 1 ? NBD_REPLY_FLAG_DONE : 0;
-        if (s.data) this.writeDataChunk(req, last, s.offset, s.data);
-        else this.socket.write(holeChunk(req.cookie, last, s.offset, s.length));
-      });
-      this.socket.uncork();
+      checkSegments(segs, offset, length);
+      this.writeSegments(req, segs);
       return;
     }
     const data = await exp.read(offset, length);
     if (this.socket.destroyed) return;
     this.socket.cork();
     this.writeDataChunk(req, NBD_REPLY_FLAG_DONE, offset, data);
+    this.socket.uncork();
+  }
+
+  /** Writes a READ reply made of OFFSET_DATA / OFFSET_HOLE chunks; `written` after the last. */
+  private writeSegments(req: NbdRequest, segs: readonly ReadSegment[], written?: () => void): void {
+    this.socket.cork();
+    segs.forEach((s, i) => {
+      const last = i === segs.length - 1;
+      const flags = last ? NBD_REPLY_FLAG_DONE : 0;
+      const cb = last && written ? () => written() : undefined;
+      if (s.data) {
+        this.socket.write(dataChunkHeader(req.cookie, flags, s.offset, s.data.length));
+        this.socket.write(s.data, cb);
+      } else this.socket.write(holeChunk(req.cookie, flags, s.offset, s.length), cb);
+    });
     this.socket.uncork();
   }
 
