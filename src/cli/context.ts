@@ -78,10 +78,14 @@ export class Context {
 
   /** Opens the catalog of `repo`, synced with its manifests. */
   async openCatalog(repo: Repository): Promise<Catalog> {
-    const path = this.opts.catalog ?? process.env.VMVAULT_CATALOG ?? defaultCatalogPath(repo.config.id);
-    const cat = Catalog.open(path);
+    const cat = Catalog.open(this.catalogPath(repo));
     await cat.sync(repo);
     return cat;
+  }
+
+  /** Where the catalog of `repo` lives (`--catalog`, `VMVAULT_CATALOG` or the default). */
+  catalogPath(repo: Repository): string {
+    return this.opts.catalog ?? process.env.VMVAULT_CATALOG ?? defaultCatalogPath(repo.config.id);
   }
 
   /** How long to wait for a busy lock (ms); default one hour. */

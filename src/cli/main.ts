@@ -24,7 +24,9 @@ const COMMANDS: { name: string; load: () => Promise<Command> }[] = [
   { name: 'forget', load: async () => (await import('./commands/forget.js')).forgetCommand },
   { name: 'gc', load: async () => (await import('./commands/gc.js')).gcCommand },
   { name: 'stats', load: async () => (await import('./commands/stats.js')).statsCommand },
+  { name: 'clone', load: async () => (await import('./commands/clone.js')).cloneCommand },
   { name: 'recover', load: async () => (await import('./commands/recover.js')).recoverCommand },
+  { name: 'revert', load: async () => (await import('./commands/revert.js')).revertCommand },
 ];
 
 const GLOBAL_OPTIONS = {

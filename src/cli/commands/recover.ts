@@ -1,8 +1,8 @@
 import { formatBytes, formatDuration, parseBytes, VmvaultError } from '../../core/index.js';
-import { NbdServer } from '../../protocols/nbd/index.js';
+import { dirname, join } from 'node:path';
+import { startLiveServer, TraceStore } from '../../live/index.js';
 import { recoverDisk, type RecoveryServe } from '../../recovery/index.js';
 import { CodecPool, type DiskRecord, type Repository, type RestorePoint } from '../../repository/index.js';
-import { PointExport, PointReader } from '../../restore/index.js';
 import type { Command } from '../command.js';
 import type { Context } from '../context.js';
 
@@ -104,7 +104,7 @@ export const recoverCommand: Command = {
   },
 };
 
-/** The live mount a recovering VM boots from. */
+/** The live mount a recovering VM boots from (with block priorities and boot traces). */
 function servePoint(
   ctx: Context,
   repo: Repository,
@@ -112,16 +112,18 @@ function servePoint(
   point: RestorePoint,
   disk: DiskRecord,
 ): RecoveryServe {
-  return async (socketPath, exportName) => {
-    const reader = new PointReader(repo, disk, { pool });
-    const server = new NbdServer({
+  return async (socketPath, exportName) =>
+    startLiveServer({
+      repo,
+      pool,
+      point,
+      disk,
+      listen: { socketPath },
+      exportName,
+      traces: new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
       onError: (err, where) => {
         if (!ctx.opts.quiet && !ctx.json)
           process.stderr.write(`vmvault: nbd ${where}: ${(err as Error).message}\n`);
       },
     });
-    server.addExport(exportName, new PointExport(reader, `${point.name} ${point.time} ${disk.name}`));
-    await server.listen({ socketPath });
-    return { close: () => server.close() };
-  };
 }
