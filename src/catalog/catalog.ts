@@ -6,7 +6,8 @@
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
 import type { FileRecord } from '../files/index.js';
 import type { Repository, RestorePoint } from '../repository/index.js';
 
@@ -56,7 +57,9 @@ export class Catalog {
   /** Opens (creating when needed) the catalog at `path`. */
   static open(path: string): Catalog {
     mkdirSync(dirname(path), { recursive: true });
-    const db = new Database(path);
+    // Loaded on first use: commands that never open a catalog (mount, recover…) start faster.
+    const Sqlite = createRequire(import.meta.url)('better-sqlite3') as typeof Database;
+    const db = new Sqlite(path);
     db.pragma('journal_mode = WAL');
     db.pragma('busy_timeout = 10000');
     db.pragma('foreign_keys = ON');

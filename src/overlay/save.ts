@@ -5,13 +5,7 @@
  * is taken from the parent point (whole leaf pages where nothing changed), and the usual write
  * order holds (packs, index segment, then the manifest).
  */
-import {
-  type BackupProgress,
-  type BackupResult,
-  backupDisk,
-  commitPoint,
-  vmRecordOf,
-} from '../backup/index.js';
+import type { BackupProgress, BackupResult } from '../backup/index.js';
 import { VmvaultError } from '../core/index.js';
 import type { CodecPool, DiskRecord, Repository, RestorePoint } from '../repository/index.js';
 import { PointReader } from '../restore/index.js';
@@ -43,6 +37,9 @@ export async function saveOverlay(
   overlay: Overlay,
   opts: SaveOverlayOptions = {},
 ): Promise<BackupResult> {
+  // Loaded on use: the backup pipeline (sources, filesystems, QEMU helpers) is large, and a
+  // writable mount must start fast.
+  const { backupDisk, commitPoint, vmRecordOf } = await import('../backup/index.js');
   if (overlay.pointId !== point.id) {
     throw new VmvaultError(
       'E_USAGE',
