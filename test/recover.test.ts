@@ -157,7 +157,7 @@ describe('recover (real QEMU, TCG)', { timeout: 300_000 }, () => {
       '--to',
       target,
       '--bandwidth',
-      '384K',
+      '128K',
       '--json',
       '--',
       ...qemuCommand(guest, con.path),

@@ -5,6 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type ErrorCode, VmvaultError } from '../core/index.js';
+import type { DecodeOptions } from './blob-codec.js';
 import { DIGEST_SIZE } from './format.js';
 import type { Repository } from './repository.js';
 
@@ -149,16 +150,20 @@ export class CodecPool {
   /**
    * Decodes and checks blobs lying in a shared buffer (a run read from one pack). With `fd`,
    * the worker writes each at its `fileOffset` (positioned writes) and nothing comes back;
-   * without, the decoded blobs come back, one buffer each, in item order.
+   * without, the decoded blobs come back, one buffer each, in item order. With
+   * `opts.trustSelfCheck`, self-checked blobs are not re-hashed (see `DecodeOptions` in
+   * blob-codec.ts).
    */
   decodeRun(
     shared: SharedArrayBuffer,
     items: { offset: number; length: number; digest: Buffer; rawLength: number; fileOffset: number }[],
     where: string,
     fd: number | null,
+    opts: DecodeOptions = {},
   ): Promise<Buffer[]> {
     const wire = items.map((it) => ({ ...it, digest: new Uint8Array(it.digest) }));
-    return this.send<Buffer[]>({ op: 'decodeRun', shared, items: wire, where, fd }, []);
+    const trustSelfCheck = opts.trustSelfCheck === true;
+    return this.send<Buffer[]>({ op: 'decodeRun', shared, items: wire, where, fd, trustSelfCheck }, []);
   }
 
   /**
@@ -170,13 +175,13 @@ export class CodecPool {
     items: { offset: number; length: number; digest: Buffer; rawLength: number; fileOffset: number }[],
     where: string,
     fd: number | null,
-    parts = this.size,
+    opts: DecodeOptions & { parts?: number } = {},
   ): Promise<Buffer[]> {
-    const n = Math.max(1, Math.min(parts, items.length));
+    const n = Math.max(1, Math.min(opts.parts ?? this.size, items.length));
     const per = Math.ceil(items.length / n);
     const out = await Promise.all(
       Array.from({ length: n }, (_, k) =>
-        this.decodeRun(shared, items.slice(k * per, (k + 1) * per), where, fd),
+        this.decodeRun(shared, items.slice(k * per, (k + 1) * per), where, fd, opts),
       ),
     );
     return out.flat();

@@ -5,7 +5,7 @@
 import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { VmvaultError } from '../core/index.js';
-import { BlobDecoder, BlobEncoder } from './blob-codec.js';
+import { BlobDecoder, BlobEncoder, type DecodeOptions } from './blob-codec.js';
 import { digestOf } from './crypto.js';
 import { DIGEST_SIZE } from './format.js';
 
@@ -51,6 +51,7 @@ type Request =
       items: RunItem[];
       where: string;
       fd: number | null;
+      trustSelfCheck: boolean;
     }
   | ({ id: number; op: 'decodeInto'; shared: SharedArrayBuffer } & IntoItems)
   | ({ id: number; op: 'readDecode'; fd: number; position: number; length: number } & IntoItems);
@@ -88,27 +89,30 @@ interface RunItem {
   fileOffset: number;
 }
 
+/** This thread's buffer for chunks it decodes and writes itself. */
+let writeScratch = Buffer.allocUnsafeSlow(0);
+
 /** Decodes the blobs of a run; writes them to `fd` or returns them back to back. */
 function decodeRun(
   shared: SharedArrayBuffer,
   items: RunItem[],
   where: string,
   fd: number | null,
+  opts: DecodeOptions,
 ): Uint8Array[] {
   const outs: Uint8Array[] = [];
   for (const it of items) {
-    const plain = decoder.decode(
-      Buffer.from(shared, it.offset, it.length),
-      Buffer.from(it.digest),
-      it.rawLength,
-      where,
-    );
+    const stored = Buffer.from(shared, it.offset, it.length);
+    const digest = Buffer.from(it.digest);
     if (fd === null) {
-      outs.push(toTransferable(plain));
+      outs.push(toTransferable(decoder.decode(stored, digest, it.rawLength, where, opts)));
       continue;
     }
-    for (let done = 0; done < plain.length; ) {
-      done += writeSync(fd, plain, done, plain.length - done, it.fileOffset + done);
+    if (writeScratch.length < it.rawLength)
+      writeScratch = Buffer.allocUnsafeSlow(Math.max(it.rawLength, 1 << 20));
+    decoder.decodeInto(stored, digest, it.rawLength, where, writeScratch, opts);
+    for (let done = 0; done < it.rawLength; ) {
+      done += writeSync(fd, writeScratch, done, it.rawLength - done, it.fileOffset + done);
     }
   }
   return outs;
@@ -193,7 +197,9 @@ parentPort!.on('message', (req: Request) => {
   try {
     let out: Buffer | Uint8Array;
     if (req.op === 'decodeRun') {
-      const parts = decodeRun(req.shared, req.items, req.where, req.fd);
+      const parts = decodeRun(req.shared, req.items, req.where, req.fd, {
+        trustSelfCheck: req.trustSelfCheck,
+      });
       parentPort!.postMessage(
         { id: req.id, parts },
         parts.map((part) => part.buffer as ArrayBuffer),

@@ -3,7 +3,15 @@
  * encrypted one by HMAC-SHA-256 under a key only the passphrase unlocks, and seals every blob,
  * trailer, index and manifest with AES-256-GCM.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  randomBytes,
+  randomFillSync,
+  scrypt,
+} from 'node:crypto';
 import { VmvaultError } from '../core/index.js';
 import { DIGEST_SIZE, NONCE_SIZE, TAG_SIZE } from './format.js';
 
@@ -64,9 +72,26 @@ export function sha256(data: Uint8Array | readonly Uint8Array[]): Buffer {
   return h.digest();
 }
 
-/** Encrypts `plain` as nonce ‖ ciphertext ‖ tag. */
+/** Random nonces drawn in bulk: one call into the CSPRNG per 4096 nonces, not one per seal. */
+const NONCES_PER_FILL = 4096;
+let noncePool = Buffer.alloc(0);
+let nonceAt = 0;
+
+/** A fresh random nonce (a copy: the pool is refilled in place). */
+function nextNonce(): Buffer {
+  if (nonceAt + NONCE_SIZE > noncePool.length) {
+    noncePool = randomFillSync(Buffer.allocUnsafeSlow(NONCE_SIZE * NONCES_PER_FILL));
+    nonceAt = 0;
+  }
+  const n = Buffer.from(noncePool.subarray(nonceAt, nonceAt + NONCE_SIZE));
+  noncePool.fill(0, nonceAt, nonceAt + NONCE_SIZE); // a used nonce never stays in memory to repeat
+  nonceAt += NONCE_SIZE;
+  return n;
+}
+
+/** Encrypts `plain` as nonce ‖ ciphertext ‖ tag (a random 96-bit nonce per call). */
 export function seal(key: Buffer, plain: Uint8Array | readonly Uint8Array[]): Buffer {
-  const nonce = randomBytes(NONCE_SIZE);
+  const nonce = nextNonce();
   const c = createCipheriv('aes-256-gcm', key, nonce);
   const parts: Buffer[] = [nonce];
   if (plain instanceof Uint8Array) parts.push(c.update(plain));

@@ -52,7 +52,12 @@ export class PackBuilder {
     return e;
   }
 
-  /** Finishes the pack: the buffers to write and the pack's id (SHA-256 of its bytes). */
+  /**
+   * Finishes the pack: the buffers to write and the pack's id, the SHA-256 of its header,
+   * trailer and footer. The trailer lists every blob's digest, offset and lengths (and is
+   * sealed under a fresh nonce when encrypted), so the id names the pack's content without
+   * hashing the blob bytes a second time: each blob already carries its own check.
+   */
   finish(key: Buffer | null): { id: string; parts: Buffer[]; size: number } {
     const table = encodeEntries(this.entries);
     const trailer = protect(table, key);
@@ -60,7 +65,7 @@ export class PackBuilder {
     footer.writeUInt32LE(trailer.length, 0);
     PACK_END_MAGIC.copy(footer, 4);
     const parts = [...this.parts, trailer, footer];
-    const id = sha256(parts).toString('hex');
+    const id = sha256([PACK_MAGIC, trailer, footer]).toString('hex');
     return { id, parts, size: this.size + trailer.length + footer.length };
   }
 }
