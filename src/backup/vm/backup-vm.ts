@@ -22,7 +22,8 @@ import { discoverDisks } from './discover-disks.js';
 import { FleeceSession } from './fleece-session.js';
 import { FleeceSource } from './fleece-source.js';
 import { findAgentSocket, withFrozenGuest } from './guest-freeze.js';
-import { blockPriorities } from './priorities.js';
+import { patchDisk } from './patch-disk.js';
+import { trace } from './trace.js';
 import { planDisk } from './tracking-plan.js';
 import type { Consistency, DiskPlan, DiskTracking, VmPointRecord } from './types.js';
 
@@ -89,9 +90,13 @@ export async function backupVm(
   const written0 = repo.stats.bytesWritten;
   const cs = repo.config.chunkSize;
 
-  const T = (m: string): void => {
-    if (process.env.VMVAULT_VM_TRACE) process.stderr.write(`[${Date.now() - started} ms] ${m}\n`);
-  };
+  const T = trace;
+  // The priority scan brings the filesystem readers: loaded while QEMU answers.
+  const prioritiesModule = opts.priorities === false ? undefined : import('./priorities.js');
+  prioritiesModule?.catch(() => undefined);
+  // QMP runs commands in order: the agent lookup goes out with the description.
+  const agentLookup =
+    opts.guestAgent === undefined ? findAgentSocket(qmp) : Promise.resolve(opts.guestAgent || undefined);
   const [config, disks, points] = await Promise.all([
     describeVm(qmp),
     discoverDisks(qmp, opts.disks),
@@ -131,7 +136,7 @@ export async function backupVm(
     }
     T('planned');
     if (opts.guestAgent === false) noAgentReason = 'the guest agent was not used (--no-guest-agent)';
-    else agentSocket = opts.guestAgent ?? (await findAgentSocket(qmp));
+    else agentSocket = await agentLookup;
     await scratchFiles;
     await session.prepare();
     T('prepared');
@@ -169,24 +174,40 @@ export async function backupVm(
       });
       try {
         const parentDisk = parent?.disks.find((d) => d.name === plan.disk.name);
-        const reading = backupDisk(repo, pool, source, {
-          name: plan.disk.name,
-          method: plan.method,
-          reason: plan.reason,
-          ...(plan.method === 'bitmap' && parentDisk ? { parent: parentDisk } : {}),
-          ...(opts.onProgress
-            ? { onProgress: (p: BackupProgress) => opts.onProgress!({ ...p, disk: plan.disk.name }) }
-            : {}),
-        });
+        const onProgress = opts.onProgress
+          ? (p: BackupProgress) => opts.onProgress!({ ...p, disk: plan.disk.name })
+          : undefined;
+        // Block priorities are a few dozen small reads: made while the data is read.
+        const priorities = !prioritiesModule
+          ? Promise.resolve(undefined)
+          : prioritiesModule
+              .then((m) => m.blockPriorities(source.client, cs))
+              .catch((err: unknown) => {
+                notice(`disk ${plan.disk.name}: no block priorities (${(err as Error).message})`);
+                return undefined;
+              });
+        const reading =
+          plan.method === 'bitmap' && parentDisk && sameShape(parentDisk, source.size, cs)
+            ? source.patchSource().then((patch) =>
+                patchDisk(repo, pool, patch, {
+                  name: plan.disk.name,
+                  reason: plan.reason,
+                  parent: parentDisk,
+                  ...(onProgress ? { onProgress } : {}),
+                }),
+              )
+            : backupDisk(repo, pool, source, {
+                name: plan.disk.name,
+                method: plan.method,
+                reason: plan.reason,
+                ...(plan.method === 'bitmap' && parentDisk ? { parent: parentDisk } : {}),
+                ...(onProgress ? { onProgress } : {}),
+              });
+        reading.catch(() => undefined); // awaited below, after the test hook
         const [record] = await Promise.all([reading, opts.whileReading?.(plan.disk.name)]);
         T(`read ${plan.disk.name}`);
-        if (opts.priorities !== false) {
-          try {
-            record.priorities = await blockPriorities(source.client, cs);
-          } catch (err) {
-            notice(`disk ${plan.disk.name}: no block priorities (${(err as Error).message})`);
-          }
-        }
+        const ranges = await priorities;
+        if (ranges) record.priorities = ranges;
         T('priorities');
         dirtyBytes += source.dirtyBytes;
         records.push(record);
@@ -225,8 +246,15 @@ export async function backupVm(
   } finally {
     await scratchFiles.catch(() => undefined);
     await session.cleanup();
+    T('cleaned up');
     await session.finishBitmaps(success);
+    T('bitmaps');
   }
+}
+
+/** A bitmap incremental can patch the parent's tree when it has the same shape. */
+function sameShape(parent: DiskRecord, size: number, chunkSize: number): boolean {
+  return parent.size === size && parent.chunkSize === chunkSize;
 }
 
 /** The tag that says how consistent a point is. */

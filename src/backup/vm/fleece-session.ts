@@ -8,12 +8,10 @@
  * {@link FleeceSession.cleanup} undoes everything it did, in reverse, whatever failed, and
  * {@link FleeceSession.finishBitmaps} rotates the bitmaps (success) or merges them back (failure).
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { VmvaultError } from '../../core/index.js';
 import {
   blockDirtyBitmapRemove,
@@ -30,9 +28,8 @@ import {
   transaction,
 } from '../../protocols/qmp/index.js';
 import { OWN_NODE_PREFIX } from './discover-disks.js';
+import { createEmptyQcow2 } from './scratch-image.js';
 import type { DiskPlan } from './types.js';
-
-const execFileP = promisify(execFile);
 
 /** Where one disk's fleecing export is. */
 export interface FleeceExport {
@@ -50,6 +47,12 @@ export interface FleeceSessionOptions {
   /** Granularity of new bitmaps in bytes (the repository's chunk size). */
   granularity: number;
   onNotice?: (message: string) => void;
+}
+
+/** Waits for every promise, then throws the first rejection (so none is left unhandled). */
+async function settleAll(all: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(all)).find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
 /** One backup's QEMU-side state. */
@@ -83,33 +86,20 @@ export class FleeceSession {
     return this.plans.map((_, i) => join(this.dir, `scratch-${i}.qcow2`));
   }
 
-  /** Creates the empty scratch images (one `qemu-img create` per disk, in parallel). */
+  /** Creates the empty scratch images (written directly, no `qemu-img`; in parallel). */
   async createScratchFiles(): Promise<void> {
     const files = this.files();
-    await Promise.all(
-      this.plans.map(async (plan, i) => {
-        try {
-          await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', files[i]!, String(plan.disk.size)], {
-            timeout: 30_000,
-          });
-        } catch (err) {
-          throw new VmvaultError(
-            'E_IO',
-            `cannot create the scratch image ${files[i]}: ${(err as Error).message}`,
-            {
-              hint: 'is qemu-img installed and --scratch-dir writable?',
-              cause: err,
-            },
-          );
-        }
-      }),
-    );
+    await Promise.all(this.plans.map((plan, i) => createEmptyQcow2(files[i]!, plan.disk.size)));
   }
 
-  /** Adds the scratch images (from {@link createScratchFiles}) as nodes backed by the live disks. */
+  /**
+   * Adds the scratch images (from {@link createScratchFiles}) as nodes backed by the live disks
+   * and, unless QEMU already runs one, starts the NBD server. The commands are sent together (QMP
+   * runs them in order); every node that was added is removed again by {@link cleanup}.
+   */
   async prepare(): Promise<void> {
     const files = this.files();
-    for (const [i, plan] of this.plans.entries()) {
+    const adds = this.plans.map(async (plan, i) => {
       const node = this.id('scratch', i);
       await blockdevAdd(this.qmp, {
         driver: 'qcow2',
@@ -118,7 +108,30 @@ export class FleeceSession {
         backing: plan.disk.node,
       });
       this.scratchNodes.push(node);
+    });
+    await settleAll([...adds, this.startServer()]);
+  }
+
+  /** Starts the NBD server on the private socket, unless one was given. */
+  private async startServer(): Promise<void> {
+    if (this.opts.nbdSocket) return;
+    try {
+      await nbdServerStart(this.qmp, { path: this.socketPath });
+      this.startedServer = true;
+    } catch (err) {
+      if (isQmpError(err) && /already running/i.test(err.desc)) {
+        throw new VmvaultError('E_SOURCE', 'QEMU already runs an NBD server and only one can run', {
+          hint: 'pass --nbd-socket PATH with the unix socket it listens on',
+          cause: err,
+        });
+      }
+      throw err;
     }
+  }
+
+  /** The NBD server's socket: the one given, else `<private dir>/nbd.sock`. */
+  private get socketPath(): string {
+    return this.opts.nbdSocket ?? join(this.dir, 'nbd.sock');
   }
 
   /** The transaction's actions: new bitmaps, old ones frozen, fleecing jobs started. */
@@ -147,37 +160,22 @@ export class FleeceSession {
     this.jobs = this.plans.map((_, i) => this.id('fleece', i));
   }
 
-  /** Starts the NBD server (unless one runs) and exports each scratch node read-only. */
+  /** Exports each scratch node read-only (after {@link pointInTime}; commands sent together). */
   async exportAll(): Promise<FleeceExport[]> {
-    let socketPath = this.opts.nbdSocket;
-    if (!socketPath) {
-      socketPath = join(this.dir, 'nbd.sock');
-      try {
-        await nbdServerStart(this.qmp, { path: socketPath });
-        this.startedServer = true;
-      } catch (err) {
-        if (isQmpError(err) && /already running/i.test(err.desc)) {
-          throw new VmvaultError('E_SOURCE', 'QEMU already runs an NBD server and only one can run', {
-            hint: 'pass --nbd-socket PATH with the unix socket it listens on',
-            cause: err,
-          });
-        }
-        throw err;
-      }
-    }
-    const out: FleeceExport[] = [];
-    for (const [i, plan] of this.plans.entries()) {
-      const id = this.id('export', i);
-      await blockExportAdd(this.qmp, {
-        id,
-        'node-name': this.id('scratch', i),
-        name: id,
-        writable: false,
-        ...(plan.oldBitmap ? { bitmaps: [plan.oldBitmap] } : {}),
-      });
-      this.exports.push(id);
-      out.push({ plan, socketPath, exportName: id });
-    }
+    const socketPath = this.socketPath;
+    const out = this.plans.map((plan, i) => ({ plan, socketPath, exportName: this.id('export', i) }));
+    await settleAll(
+      out.map(async ({ plan, exportName }, i) => {
+        await blockExportAdd(this.qmp, {
+          id: exportName,
+          'node-name': this.id('scratch', i),
+          name: exportName,
+          writable: false,
+          ...(plan.oldBitmap ? { bitmaps: [plan.oldBitmap] } : {}),
+        });
+        this.exports.push(exportName);
+      }),
+    );
     return out;
   }
 
@@ -191,23 +189,34 @@ export class FleeceSession {
         if (this.qmp.connected) notice(`cleanup: ${what} failed: ${(err as Error).message}`);
       }
     };
-    for (const id of this.exports.splice(0)) {
-      await step(`removing export ${id}`, () =>
-        blockExportDel(this.qmp, id, { mode: 'hard', timeoutMs: 15_000 }),
-      );
-    }
-    for (const job of this.jobs.splice(0)) {
-      await step(`cancelling job ${job}`, () =>
-        blockJobCancel(this.qmp, job, { force: true, timeoutMs: 15_000 }),
-      );
-    }
-    for (const node of this.scratchNodes.splice(0)) {
-      await step(`removing scratch node ${node}`, () => blockdevDel(this.qmp, node));
-    }
+    // Each kind of step for all disks at once; the kinds in order (an export uses its scratch
+    // node, the job writes into it).
+    await Promise.all(
+      this.exports
+        .splice(0)
+        .map((id) =>
+          step(`removing export ${id}`, () =>
+            blockExportDel(this.qmp, id, { mode: 'hard', timeoutMs: 15_000 }),
+          ),
+        ),
+    );
+    await Promise.all(
+      this.jobs
+        .splice(0)
+        .map((job) =>
+          step(`cancelling job ${job}`, () =>
+            blockJobCancel(this.qmp, job, { force: true, timeoutMs: 15_000 }),
+          ),
+        ),
+    );
+    const last = this.scratchNodes
+      .splice(0)
+      .map((node) => step(`removing scratch node ${node}`, () => blockdevDel(this.qmp, node)));
     if (this.startedServer) {
       this.startedServer = false;
-      await step('stopping the NBD server', () => nbdServerStop(this.qmp));
+      last.push(step('stopping the NBD server', () => nbdServerStop(this.qmp)));
     }
+    await Promise.all(last);
     await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
 
@@ -220,29 +229,31 @@ export class FleeceSession {
   async finishBitmaps(success: boolean): Promise<void> {
     if (!this.transactionDone) return;
     const notice = this.opts.onNotice ?? (() => undefined);
-    for (const plan of this.plans) {
-      const node = plan.disk.node;
-      try {
-        if (success) {
-          if (plan.oldBitmap) await blockDirtyBitmapRemove(this.qmp, node, plan.oldBitmap);
-        } else if (plan.oldBitmap) {
-          await transaction(this.qmp, [
-            {
-              type: 'block-dirty-bitmap-merge',
-              data: { node, target: plan.oldBitmap, bitmaps: [plan.newBitmap] },
-            },
-            { type: 'block-dirty-bitmap-enable', data: { node, name: plan.oldBitmap } },
-            { type: 'block-dirty-bitmap-remove', data: { node, name: plan.newBitmap } },
-          ]);
-        } else {
-          await blockDirtyBitmapRemove(this.qmp, node, plan.newBitmap);
+    await Promise.all(
+      this.plans.map(async (plan) => {
+        const node = plan.disk.node;
+        try {
+          if (success) {
+            if (plan.oldBitmap) await blockDirtyBitmapRemove(this.qmp, node, plan.oldBitmap);
+          } else if (plan.oldBitmap) {
+            await transaction(this.qmp, [
+              {
+                type: 'block-dirty-bitmap-merge',
+                data: { node, target: plan.oldBitmap, bitmaps: [plan.newBitmap] },
+              },
+              { type: 'block-dirty-bitmap-enable', data: { node, name: plan.oldBitmap } },
+              { type: 'block-dirty-bitmap-remove', data: { node, name: plan.newBitmap } },
+            ]);
+          } else {
+            await blockDirtyBitmapRemove(this.qmp, node, plan.newBitmap);
+          }
+        } catch (err) {
+          if (this.qmp.connected)
+            notice(
+              `could not ${success ? 'remove the old' : 'merge back the'} bitmap on node ${node}: ${(err as Error).message}; the next backup will detect it and read the whole disk`,
+            );
         }
-      } catch (err) {
-        if (this.qmp.connected)
-          notice(
-            `could not ${success ? 'remove the old' : 'merge back the'} bitmap on node ${node}: ${(err as Error).message}; the next backup will detect it and read the whole disk`,
-          );
-      }
-    }
+      }),
+    );
   }
 }

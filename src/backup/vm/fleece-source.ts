@@ -3,10 +3,16 @@
  * time, read with our NBD client. In bitmap mode it reports only dirty chunks as data and marks
  * the rest unchanged, so the pipeline copies them from the parent point.
  */
-import { NbdClient } from '../../protocols/nbd/index.js';
+import type { Extent } from '../../core/index.js';
+import { toExtents } from '../../protocols/nbd/client-block-status.js';
+// The client alone: the NBD package index would load the server too.
+import { NbdClient } from '../../protocols/nbd/client.js';
+import { NBD_STATE_DIRTY, NBD_STATE_ZERO, QEMU_DIRTY_BITMAP_PREFIX } from '../../protocols/nbd/constants.js';
 import type { DiskSource, SourceExtent } from '../../sources/index.js';
 import { composeExtents } from './extents.js';
+import type { PatchSource } from './patch-disk.js';
 import { ReadAhead } from './read-ahead.js';
+import { trace } from './trace.js';
 
 /** Options of {@link FleeceSource.connect}. */
 export interface FleeceSourceOptions {
@@ -42,7 +48,7 @@ export class FleeceSource implements DiskSource {
   /** Connects to the export, selecting `base:allocation` and the bitmap's context. */
   static async connect(opts: FleeceSourceOptions): Promise<FleeceSource> {
     const metaContexts = [BASE_ALLOCATION];
-    if (opts.bitmap) metaContexts.push(`qemu:dirty-bitmap:${opts.bitmap}`);
+    if (opts.bitmap) metaContexts.push(`${QEMU_DIRTY_BITMAP_PREFIX}${opts.bitmap}`);
     const client = await NbdClient.connect({
       socketPath: opts.socketPath,
       exportName: opts.exportName,
@@ -64,16 +70,45 @@ export class FleeceSource implements DiskSource {
     return this.client.size;
   }
 
-  async *extents(): AsyncIterable<SourceExtent> {
-    const allocation = await this.client.allocationMap();
-    let dirty: Awaited<ReturnType<NbdClient['dirtyMap']>> | undefined;
-    if (this.opts.bitmap) {
-      dirty = await this.client.dirtyMap(this.opts.bitmap);
+  /**
+   * Allocation and (bitmap mode) dirty extents in one block-status pass over the export, as the
+   * chunk-aligned extents the backup reads.
+   */
+  private async plannedExtents(): Promise<SourceExtent[]> {
+    const bitmapContext = this.opts.bitmap ? `${QEMU_DIRTY_BITMAP_PREFIX}${this.opts.bitmap}` : undefined;
+    const status = await this.client.blockStatusRange(
+      0,
+      this.size,
+      bitmapContext ? [BASE_ALLOCATION, bitmapContext] : [BASE_ALLOCATION],
+    );
+    const allocation = toExtents(status.get(BASE_ALLOCATION)!, (f) => (f & NBD_STATE_ZERO) === 0);
+    let dirty: Extent[] | undefined;
+    if (bitmapContext) {
+      dirty = toExtents(status.get(bitmapContext)!, (f) => (f & NBD_STATE_DIRTY) !== 0);
       this.dirtyBytes = dirty.filter((e) => e.data).reduce((s, e) => s + e.length, 0);
     }
-    const extents = composeExtents(this.size, this.opts.chunkSize, allocation, dirty);
+    return composeExtents(this.size, this.opts.chunkSize, allocation, dirty);
+  }
+
+  async *extents(): AsyncIterable<SourceExtent> {
+    const extents = await this.plannedExtents();
     this.ahead.plan(extents, this.size);
     yield* extents;
+  }
+
+  /**
+   * The source as {@link patchDisk} reads it (bitmap mode): the planned extents, and reads that
+   * go straight to the NBD connection with any number in flight.
+   */
+  async patchSource(): Promise<PatchSource> {
+    const extents = await this.plannedExtents();
+    trace('extents');
+    return {
+      size: this.size,
+      extents,
+      read: (offset, target) => this.client.readInto(offset, target),
+      record: { kind: this.kind, path: this.path, format: this.format },
+    };
   }
 
   readInto(buf: Buffer, offset: number): Promise<void> {

@@ -3,7 +3,15 @@
  * qemu-storage-daemon) at one point in time, incremental through persistent dirty bitmaps that
  * heal themselves, optionally frozen through the guest agent. See docs/vm-backup.md.
  */
-export { backupVm, consistencyTag, type BackupVmOptions, type BackupVmResult } from './backup-vm.js';
+export {
+  backupVm,
+  consistencyTag,
+  type BackupVmOptions,
+  type BackupVmResult,
+} from './backup-vm.js';
+export { trace } from './trace.js';
+export { patchDisk, type PatchDiskOptions, type PatchSource } from './patch-disk.js';
+export { createEmptyQcow2, emptyQcow2 } from './scratch-image.js';
 export { chainPrefix, bitmapName, bitmapSeq, isVmvaultBitmap, BITMAP_PREFIX } from './bitmap-names.js';
 export { discoverDisks, deviceName } from './discover-disks.js';
 export { findAgentSocket, withFrozenGuest, type FreezeOptions } from './guest-freeze.js';

@@ -1,10 +1,16 @@
 /** Unit tests of the pure parts of the VM backup: extent composition and change-tracking plans. */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import type { RestorePoint } from '../../repository/index.js';
 import { bitmapSeq, chainPrefix } from './bitmap-names.js';
 import { composeExtents } from './extents.js';
 import { toChunkRanges } from './priorities.js';
+import { createEmptyQcow2, emptyQcow2 } from './scratch-image.js';
 import { planDisk } from './tracking-plan.js';
 import type { VmDiskInfo, VmPointRecord } from './types.js';
 
@@ -152,5 +158,32 @@ describe('toChunkRanges', () => {
         [3, 4],
       ],
     );
+  });
+});
+
+describe('createEmptyQcow2', () => {
+  it('writes the layout qemu-img create writes, which qemu-img checks clean', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'vmvault-qcow2-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const run = promisify(execFile);
+    for (const size of [4 * 1024 * K * K, 1000 * K * K + 512 * 3, 3 * 1024 * 1024 * K * K]) {
+      const mine = join(dir, `mine-${size}.qcow2`);
+      await createEmptyQcow2(mine, size);
+      const info = JSON.parse((await run('qemu-img', ['info', '--output=json', mine])).stdout) as {
+        format: string;
+        'virtual-size': number;
+        'cluster-size': number;
+      };
+      assert.equal(info.format, 'qcow2');
+      assert.equal(info['virtual-size'], size);
+      assert.equal(info['cluster-size'], 64 * K);
+      await run('qemu-img', ['check', '-q', mine]); // exit code 0: no leaks, no corruption
+      const ref = join(dir, `ref-${size}.qcow2`);
+      await run('qemu-img', ['create', '-q', '-f', 'qcow2', ref, String(size)]);
+      const theirs = (await run('qemu-img', ['map', '--output=json', ref])).stdout;
+      assert.equal((await run('qemu-img', ['map', '--output=json', mine])).stdout, theirs);
+    }
+    await assert.rejects(createEmptyQcow2(join(dir, 'mine-4294967296.qcow2'), 1), /cannot create/);
+    assert.throws(() => emptyQcow2(0), /bad virtual size/);
   });
 });

@@ -1,6 +1,6 @@
 /** `vmvault backup qmp:<socket>`: back up every disk of a running QEMU VM (issue #4). */
 import { basename } from 'node:path';
-import { backupVm } from '../../backup/index.js';
+import { backupVm, trace } from '../../backup/index.js';
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { QmpClient } from '../../protocols/qmp/index.js';
 import { CodecPool } from '../../repository/index.js';
@@ -41,10 +41,12 @@ export async function backupVmCommand(
       hint: 'vmvault backup qmp:/run/vm1/qmp.sock --name vm1',
     });
   }
-  let qmp: QmpClient;
-  try {
-    qmp = await QmpClient.connect({ path: socket }, { connectTimeoutMs: 10_000, commandTimeoutMs: 60_000 });
-  } catch (err) {
+  const freezeTimeoutMs = seconds(values['freeze-timeout'], '--freeze-timeout');
+  // The monitor is connected while the repository opens (withRepo below).
+  const connecting = QmpClient.connect(
+    { path: socket },
+    { connectTimeoutMs: 10_000, commandTimeoutMs: 60_000 },
+  ).catch((err: unknown) => {
     throw new VmvaultError(
       'E_SOURCE',
       `cannot connect to the QMP monitor at ${socket}: ${(err as Error).message}`,
@@ -53,23 +55,29 @@ export async function backupVmCommand(
         cause: err,
       },
     );
-  }
+  });
+  connecting.catch(() => undefined); // awaited below
+  const say = (m: string): void => {
+    if (!ctx.opts.quiet) process.stderr.write(`vmvault: ${m}\n`);
+  };
+  let qmp: QmpClient | undefined;
   try {
-    let name = values.name as string | undefined;
-    if (!name) {
-      const n = await qmp.execute<{ name?: string }>('query-name').catch(() => ({}) as { name?: string });
-      name = n.name ?? basename(socket).replace(/\.(sock|socket)$/, '');
-    }
-    const freezeTimeoutMs = seconds(values['freeze-timeout'], '--freeze-timeout');
-    const backupName = name;
-    const say = (m: string): void => {
-      if (!ctx.opts.quiet) process.stderr.write(`vmvault: ${m}\n`);
-    };
+    const given = values.name as string | undefined;
+    // The lock names the backup: without --name that needs the VM's name, hence QMP first.
+    const backupName =
+      given ??
+      (await (async () => {
+        qmp = await connecting;
+        const n = await qmp.execute<{ name?: string }>('query-name').catch(() => ({}) as { name?: string });
+        return n.name ?? basename(socket).replace(/\.(sock|socket)$/, '');
+      })());
     await ctx.withRepo('shared', `backup ${backupName}`, async (repo) => {
       const pool = new CodecPool(repo);
       const bar = ctx.progress(`backup ${backupName}`);
       try {
-        await repo.recoverOrphanPacks();
+        trace('repository open');
+        [, qmp] = await Promise.all([repo.recoverOrphanPacks(), connecting]);
+        trace('monitor connected');
         const r = await backupVm(repo, pool, qmp, {
           name: backupName,
           qmpSocket: socket,
@@ -91,6 +99,7 @@ export async function backupVmCommand(
         });
         bar.done();
         (await ctx.openCatalog(repo)).close();
+        trace('catalog');
         const p = r.point;
         const c = r.record.consistency;
         ctx.out(
@@ -136,7 +145,8 @@ export async function backupVmCommand(
       }
     });
   } finally {
-    await qmp.close();
+    await (qmp ?? (await connecting.catch(() => undefined)))?.close();
+    trace('done');
   }
   return 0;
 }
