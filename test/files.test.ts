@@ -9,6 +9,7 @@ import {
   mkdirSync,
   readFileSync,
   readlinkSync,
+  renameSync,
   symlinkSync,
   utimesSync,
   writeFileSync,
@@ -212,6 +213,40 @@ describe('files and find', () => {
       pointName: string;
     }[];
     assert.ok(found.length >= 3);
+  });
+
+  it('answers files ls from the file index exactly as the filesystem does', () => {
+    const cases: [string, string][] = [
+      [gptId, '/part1'],
+      [gptId, '/part1/etc'],
+      [gptId, 'part1/home/alice'],
+      [gptId, '/part1/home/alice/hosts-link'],
+      [gptId, '/part1/etc/hosts'],
+      [gptId, '/part2'],
+      [wholeId, '/disk'],
+      [wholeId, '/disk/home/alice'],
+      ['whole:latest', '/disk/etc/app'],
+    ];
+    const indexed = cases.map(([id, path]) => ws.ok(['files', 'ls', id, path, '--json']));
+    for (const [i, [id, path]] of cases.entries())
+      assert.deepEqual(indexed[i], ws.ok(['files', 'ls', id, path, '--from-fs', '--json']), `${id} ${path}`);
+    const link = indexed[3] as { name: string; target?: string }[];
+    assert.deepEqual(link, [{ ...link[0], name: 'hosts-link', target: '../etc/hosts' }]);
+    // Without the packs only the index can answer: the listings must not change.
+    renameSync(ws.path('repo/packs'), ws.path('packs.away'));
+    try {
+      for (const [i, [id, path]] of cases.entries())
+        assert.deepEqual(
+          ws.ok(['files', 'ls', id, path, '--json']),
+          indexed[i],
+          `${id} ${path} from the index`,
+        );
+      assert.ok((ws.ok(['find', 'hosts', '--json']) as unknown[]).length >= 2);
+      // Above the filesystems (the list of volumes) the point itself is read: that needs the packs.
+      assert.notEqual(ws.run(['files', 'ls', gptId, '/']).code, 0);
+    } finally {
+      renameSync(ws.path('packs.away'), ws.path('repo/packs'));
+    }
   });
 
   it('gives clear errors for bad paths and unbrowsable volumes', () => {

@@ -8,8 +8,18 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import type Database from 'better-sqlite3';
+import { VmvaultError } from '../core/errors.js';
 import type { FileRecord } from '../files/index.js';
 import type { Repository, RestorePoint } from '../repository/index.js';
+
+/** One entry of the file index of a point, as {@link Catalog.indexedEntry} and {@link Catalog.indexedDir} return it. */
+export interface IndexedEntry
+  extends Pick<FileRecord, 'type' | 'size' | 'mode' | 'uid' | 'gid' | 'mtimeMs' | 'inode'> {
+  /** Last component of the path. */
+  name: string;
+  /** A symlink's target; null for other entries and for symlinks indexed before targets were. */
+  target: string | null;
+}
 
 /** A file found by {@link Catalog.findFiles}. */
 export interface FoundFile {
@@ -24,7 +34,92 @@ export interface FoundFile {
   time: string;
 }
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
+
+/**
+ * Tables of schema 3. `paths.parent` is the directory an entry is in ("/" for "/etc", "/etc"
+ * for "/etc/hosts"), so `files ls` reads one directory through an index; `entries.target` is a
+ * symlink's target (NULL for other entries, and for symlinks indexed by schema 2).
+ */
+const SCHEMA = `
+  CREATE TABLE points (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    time TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    bytes_read INTEGER NOT NULL,
+    bytes_stored INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    disks TEXT NOT NULL,
+    files_indexed INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX points_name_time ON points(name, time);
+  CREATE TABLE paths (
+    id INTEGER PRIMARY KEY,
+    volume TEXT NOT NULL,
+    path TEXT NOT NULL,
+    name TEXT NOT NULL,
+    parent TEXT,
+    UNIQUE (volume, path)
+  );
+  CREATE INDEX paths_name ON paths(name);
+  CREATE INDEX paths_parent ON paths(volume, parent);
+  CREATE TABLE entries (
+    point_id TEXT NOT NULL REFERENCES points(id) ON DELETE CASCADE,
+    path_id INTEGER NOT NULL REFERENCES paths(id),
+    type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    mtime_ms INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    chunks TEXT NOT NULL,
+    target TEXT
+  );
+  CREATE INDEX entries_path_point ON entries(path_id, point_id);
+  CREATE INDEX entries_point ON entries(point_id);
+`;
+
+/** Creates the tables from scratch (a new catalog, or one of an unknown schema). */
+function createSchema(db: Database.Database): void {
+  db.exec(`
+    DROP TABLE IF EXISTS entries;
+    DROP TABLE IF EXISTS paths;
+    DROP TABLE IF EXISTS points;
+    ${SCHEMA}
+  `);
+  db.pragma(`user_version = ${SCHEMA_VERSION}`);
+}
+
+/** Directory part of a path inside a filesystem ("/etc/hosts" → "/etc", "/etc" → "/"). */
+export function parentPath(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i <= 0 ? '/' : path.slice(0, i);
+}
+
+/**
+ * Upgrades a schema-2 catalog in place, keeping its file indexes: adds and fills
+ * `paths.parent`, adds `entries.target`, and indexes entries by (path, point).
+ */
+function migrateFromV2(db: Database.Database): void {
+  db.transaction(() => {
+    db.exec(`
+      ALTER TABLE paths ADD COLUMN parent TEXT;
+      ALTER TABLE entries ADD COLUMN target TEXT;
+      DROP INDEX IF EXISTS entries_path;
+    `);
+    const set = db.prepare('UPDATE paths SET parent = ? WHERE id = ?');
+    for (const r of db.prepare('SELECT id, path FROM paths').all() as { id: number; path: string }[])
+      set.run(parentPath(r.path), r.id);
+    db.exec(`
+      CREATE INDEX paths_parent ON paths(volume, parent);
+      CREATE INDEX entries_path_point ON entries(path_id, point_id);
+    `);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  })();
+}
 
 /** A restore point row as the catalog returns it. */
 export interface CatalogPoint {
@@ -46,6 +141,23 @@ export function defaultCatalogPath(repoId: string): string {
   return join(base, 'vmvault', repoId, 'catalog.db');
 }
 
+/** Columns {@link entryOf} reads (paths as `p`, entries as `e`). */
+const ENTRY_COLUMNS = 'p.name, e.type, e.size, e.mode, e.uid, e.gid, e.mtime_ms, e.inode, e.target';
+
+function entryOf(r: Record<string, unknown>): IndexedEntry {
+  return {
+    name: r.name as string,
+    type: r.type as IndexedEntry['type'],
+    size: r.size as number,
+    mode: r.mode as number,
+    uid: r.uid as number,
+    gid: r.gid as number,
+    mtimeMs: r.mtime_ms as number,
+    inode: r.inode as number,
+    target: (r.target as string | null) ?? null,
+  };
+}
+
 /** An open catalog database. */
 export class Catalog {
   private readonly db: Database.Database;
@@ -64,49 +176,8 @@ export class Catalog {
     db.pragma('busy_timeout = 10000');
     db.pragma('foreign_keys = ON');
     const v = db.pragma('user_version', { simple: true }) as number;
-    if (v !== SCHEMA_VERSION) {
-      db.exec(`
-        DROP TABLE IF EXISTS entries;
-        DROP TABLE IF EXISTS paths;
-        DROP TABLE IF EXISTS points;
-        CREATE TABLE points (
-          id TEXT PRIMARY KEY,
-          name TEXT NOT NULL,
-          time TEXT NOT NULL,
-          hostname TEXT NOT NULL,
-          size INTEGER NOT NULL,
-          bytes_read INTEGER NOT NULL,
-          bytes_stored INTEGER NOT NULL,
-          duration_ms INTEGER NOT NULL,
-          disks TEXT NOT NULL,
-          files_indexed INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE INDEX points_name_time ON points(name, time);
-        CREATE TABLE paths (
-          id INTEGER PRIMARY KEY,
-          volume TEXT NOT NULL,
-          path TEXT NOT NULL,
-          name TEXT NOT NULL,
-          UNIQUE (volume, path)
-        );
-        CREATE INDEX paths_name ON paths(name);
-        CREATE TABLE entries (
-          point_id TEXT NOT NULL REFERENCES points(id) ON DELETE CASCADE,
-          path_id INTEGER NOT NULL REFERENCES paths(id),
-          type TEXT NOT NULL,
-          size INTEGER NOT NULL,
-          mode INTEGER NOT NULL,
-          uid INTEGER NOT NULL,
-          gid INTEGER NOT NULL,
-          mtime_ms INTEGER NOT NULL,
-          inode INTEGER NOT NULL,
-          chunks TEXT NOT NULL
-        );
-        CREATE INDEX entries_path ON entries(path_id);
-        CREATE INDEX entries_point ON entries(point_id);
-      `);
-      db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    }
+    if (v === 2) migrateFromV2(db);
+    else if (v !== SCHEMA_VERSION) createSchema(db);
     return new Catalog(db);
   }
 
@@ -142,20 +213,32 @@ export class Catalog {
     })();
   }
 
+  /**
+   * Drops the points that are not in `ids` (the repository's point ids) and returns the ids of
+   * `ids` the catalog does not hold yet.
+   */
+  reconcile(ids: readonly string[]): string[] {
+    const want = new Set(ids);
+    const have = new Set(this.db.prepare('SELECT id FROM points').pluck().all() as string[]);
+    this.remove([...have].filter((id) => !want.has(id)));
+    return [...want].filter((id) => !have.has(id));
+  }
+
   /** Brings the catalog in line with the repository's manifests; returns what changed. */
   async sync(repo: Repository): Promise<{ added: number; removed: number }> {
-    const ids = new Set(await repo.pointIds());
-    const have = new Set(
-      (this.db.prepare('SELECT id FROM points').all() as { id: string }[]).map((r) => r.id),
-    );
-    const gone = [...have].filter((id) => !ids.has(id));
-    const fresh = [...ids].filter((id) => !have.has(id));
+    const before = this.pointCount();
+    const fresh = this.reconcile(await repo.pointIds());
+    const removed = before - this.pointCount();
     const points = await Promise.all(fresh.map((id) => repo.readPoint(id).catch(() => null)));
     this.db.transaction(() => {
       for (const p of points) if (p) this.upsert(p);
     })();
-    this.remove(gone);
-    return { added: points.filter(Boolean).length, removed: gone.length };
+    return { added: points.filter(Boolean).length, removed };
+  }
+
+  /** Number of points in the catalog. */
+  pointCount(): number {
+    return this.db.prepare('SELECT count(*) FROM points').pluck().get() as number;
   }
 
   /** Drops every row (before a rebuild). */
@@ -186,9 +269,9 @@ export class Catalog {
   /** Replaces the file index of one point. */
   setFiles(pointId: string, files: Iterable<FileRecord>): number {
     const getPath = this.db.prepare('SELECT id FROM paths WHERE volume = ? AND path = ?').pluck();
-    const addPath = this.db.prepare('INSERT INTO paths (volume, path, name) VALUES (?, ?, ?)');
+    const addPath = this.db.prepare('INSERT INTO paths (volume, path, name, parent) VALUES (?, ?, ?, ?)');
     const add = this.db.prepare(
-      'INSERT INTO entries (point_id, path_id, type, size, mode, uid, gid, mtime_ms, inode, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO entries (point_id, path_id, type, size, mode, uid, gid, mtime_ms, inode, chunks, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     let n = 0;
     this.db.transaction(() => {
@@ -197,9 +280,21 @@ export class Catalog {
         let pathId = getPath.get(f.volume, f.path) as number | undefined;
         if (pathId === undefined) {
           const name = f.path.slice(f.path.lastIndexOf('/') + 1);
-          pathId = Number(addPath.run(f.volume, f.path, name).lastInsertRowid);
+          pathId = Number(addPath.run(f.volume, f.path, name, parentPath(f.path)).lastInsertRowid);
         }
-        add.run(pointId, pathId, f.type, f.size, f.mode, f.uid, f.gid, f.mtimeMs, f.inode, f.chunks);
+        add.run(
+          pointId,
+          pathId,
+          f.type,
+          f.size,
+          f.mode,
+          f.uid,
+          f.gid,
+          f.mtimeMs,
+          f.inode,
+          f.chunks,
+          f.target ?? null,
+        );
         n++;
       }
       this.db.prepare('UPDATE points SET files_indexed = 1 WHERE id = ?').run(pointId);
@@ -218,8 +313,8 @@ export class Catalog {
       this.db.prepare('DELETE FROM entries WHERE point_id = ?').run(to);
       n = this.db
         .prepare(
-          `INSERT INTO entries (point_id, path_id, type, size, mode, uid, gid, mtime_ms, inode, chunks)
-           SELECT ?, path_id, type, size, mode, uid, gid, mtime_ms, inode, chunks FROM entries WHERE point_id = ?`,
+          `INSERT INTO entries (point_id, path_id, type, size, mode, uid, gid, mtime_ms, inode, chunks, target)
+           SELECT ?, path_id, type, size, mode, uid, gid, mtime_ms, inode, chunks, target FROM entries WHERE point_id = ?`,
         )
         .run(to, from).changes;
       this.db.prepare('UPDATE points SET files_indexed = 1 WHERE id = ?').run(to);
@@ -233,6 +328,85 @@ export class Catalog {
       .prepare('SELECT id FROM points WHERE files_indexed = 0 ORDER BY time')
       .pluck()
       .all() as string[];
+  }
+
+  /**
+   * Resolves a restore point reference the way the repository does: a full id or unique id
+   * prefix, `latest` or `NAME:latest`. Throws `E_NOT_FOUND` / `E_AMBIGUOUS` like
+   * `Repository.resolvePoint`; only meaningful on a catalog in sync with the repository.
+   */
+  resolvePointRef(ref: string): string {
+    const latest = /^(?:(.+):)?latest$/.exec(ref);
+    if (latest) {
+      const id = (
+        latest[1] === undefined
+          ? this.db.prepare('SELECT id FROM points ORDER BY time DESC LIMIT 1').pluck().get()
+          : this.db
+              .prepare('SELECT id FROM points WHERE name = ? ORDER BY time DESC LIMIT 1')
+              .pluck()
+              .get(latest[1])
+      ) as string | undefined;
+      if (id === undefined)
+        throw new VmvaultError('E_NOT_FOUND', `no restore point matches ${ref}`, {
+          hint: "see 'vmvault list'",
+        });
+      return id;
+    }
+    const prefix = ref.toLowerCase();
+    const ids = (
+      this.db
+        .prepare('SELECT id FROM points WHERE id >= ? ORDER BY id LIMIT 2')
+        .pluck()
+        .all(prefix) as string[]
+    ).filter((id) => id.startsWith(prefix));
+    if (ids.length === 0 || ref.length === 0)
+      throw new VmvaultError('E_NOT_FOUND', `no restore point with id ${ref}`, {
+        hint: "see 'vmvault list'",
+      });
+    if (ids.length > 1)
+      throw new VmvaultError('E_AMBIGUOUS', `id prefix ${ref} matches several restore points`, {
+        hint: 'give more digits',
+      });
+    return ids[0]!;
+  }
+
+  /** Whether point `pointId` has a file index. */
+  hasFileIndex(pointId: string): boolean {
+    return this.db.prepare('SELECT files_indexed FROM points WHERE id = ?').pluck().get(pointId) === 1;
+  }
+
+  /** Whether the file index of `pointId` has entries on volume `volume` ("part1", "vdb/disk"). */
+  hasIndexedVolume(pointId: string, volume: string): boolean {
+    return (
+      this.db
+        .prepare(
+          `SELECT 1 FROM paths p JOIN entries e ON e.path_id = p.id AND e.point_id = ?
+           WHERE p.volume = ? AND p.parent = '/' LIMIT 1`,
+        )
+        .get(pointId, volume) !== undefined
+    );
+  }
+
+  /** The indexed entry at `path` on `volume` in `pointId`, or null when the index has none. */
+  indexedEntry(pointId: string, volume: string, path: string): IndexedEntry | null {
+    const row = this.db
+      .prepare(
+        `SELECT ${ENTRY_COLUMNS} FROM paths p JOIN entries e ON e.path_id = p.id AND e.point_id = ?
+         WHERE p.volume = ? AND p.path = ?`,
+      )
+      .get(pointId, volume, path) as Record<string, unknown> | undefined;
+    return row ? entryOf(row) : null;
+  }
+
+  /** The indexed entries directly in directory `dir` on `volume` in `pointId`, by name. */
+  indexedDir(pointId: string, volume: string, dir: string): IndexedEntry[] {
+    const rows = this.db
+      .prepare(
+        `SELECT ${ENTRY_COLUMNS} FROM paths p JOIN entries e ON e.path_id = p.id AND e.point_id = ?
+         WHERE p.volume = ? AND p.parent = ? ORDER BY p.name`,
+      )
+      .all(pointId, volume, dir) as Record<string, unknown>[];
+    return rows.map(entryOf);
   }
 
   /**

@@ -1,8 +1,12 @@
 /** What every command needs: global options, the repository, the catalog and output helpers. */
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LocalBackend } from '../backends/local.js';
 import { Catalog, defaultCatalogPath } from '../catalog/index.js';
-import { VmvaultError } from '../core/index.js';
-import { type LockKind, Repository } from '../repository/index.js';
+import { errnoCode, VmvaultError } from '../core/errors.js';
+import { parseConfig, unlockKey } from '../repository/config.js';
+import type { LockKind, Repository } from '../repository/index.js';
 import { ProgressLine } from './progress.js';
 
 /** Options every command accepts. */
@@ -48,9 +52,63 @@ export class Context {
     return process.env.VMVAULT_PASSWORD ?? null;
   }
 
-  /** Opens the repository. */
-  openRepo(loadIndex = true): Promise<Repository> {
+  /**
+   * Opens the repository. The repository module (zstd, the worker pool, pack and index code)
+   * is imported here, on first use, so commands the catalog alone answers never load it.
+   */
+  async openRepo(loadIndex = true): Promise<Repository> {
+    const { Repository } = await import('../repository/index.js');
     return Repository.open(this.repoPath(), { passphrase: this.passphrase(), loadIndex });
+  }
+
+  /**
+   * Runs `query` on the catalog without opening the repository, when the catalog alone gives
+   * the same answer as the repository would: it holds every restore point the repository has
+   * (points it holds that the repository no longer has are dropped first) and, with
+   * `needFiles`, every point's file index. Resolves to `null` when it cannot (no repository
+   * there, points the catalog has not seen, points without a file index, no passphrase for an
+   * encrypted repository): the caller then takes the ordinary path, which opens the
+   * repository, syncs the catalog and reports errors the usual way.
+   *
+   * An encrypted repository's passphrase is still checked (scrypt, ~0.2 s, run while `query`
+   * runs): the catalog holds names from the repository, and a command must not answer without
+   * the passphrase only because an earlier run left a catalog behind.
+   */
+  async withCatalogOnly<T>(needFiles: boolean, query: (cat: Catalog) => T | null): Promise<T | null> {
+    const path = this.repoPath();
+    let raw: Buffer;
+    try {
+      raw = await readFile(join(path, 'config'));
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return null;
+      throw err;
+    }
+    const config = parseConfig(raw, path);
+    let unlocked: Promise<unknown> = Promise.resolve();
+    if (config.encryption) {
+      const passphrase = this.passphrase();
+      if (passphrase === null) return null;
+      unlocked = unlockKey(config, passphrase);
+      // Checked below; until then a rejection must not count as unhandled.
+      unlocked.catch(() => {});
+    }
+    const backend = new LocalBackend(path);
+    let ids: string[];
+    try {
+      ids = (await backend.listNames('snapshots')).map((n) => n.slice('snapshots/'.length));
+    } finally {
+      await backend.close();
+    }
+    const cat = Catalog.open(this.catalogPathFor(config.id));
+    try {
+      if (cat.reconcile(ids).length > 0) return null;
+      if (needFiles && cat.unindexedPoints().length > 0) return null;
+      const answer = query(cat);
+      if (answer !== null) await unlocked;
+      return answer;
+    } finally {
+      cat.close();
+    }
   }
 
   /**
@@ -83,9 +141,32 @@ export class Context {
     return cat;
   }
 
+  /**
+   * Opens the repository (without its location index, and without a lock: nothing is
+   * deleted) and its catalog synced with the manifests, runs `fn`, and closes both.
+   */
+  async withSyncedCatalog<T>(fn: (cat: Catalog, repo: Repository) => Promise<T> | T): Promise<T> {
+    const repo = await this.openRepo(false);
+    try {
+      const cat = await this.openCatalog(repo);
+      try {
+        return await fn(cat, repo);
+      } finally {
+        cat.close();
+      }
+    } finally {
+      await repo.close();
+    }
+  }
+
   /** Where the catalog of `repo` lives (`--catalog`, `VMVAULT_CATALOG` or the default). */
   catalogPath(repo: Repository): string {
-    return this.opts.catalog ?? process.env.VMVAULT_CATALOG ?? defaultCatalogPath(repo.config.id);
+    return this.catalogPathFor(repo.config.id);
+  }
+
+  /** Where the catalog of the repository with id `repoId` lives. */
+  catalogPathFor(repoId: string): string {
+    return this.opts.catalog ?? process.env.VMVAULT_CATALOG ?? defaultCatalogPath(repoId);
   }
 
   /** How long to wait for a busy lock (ms); default one hour. */

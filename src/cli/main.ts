@@ -3,31 +3,10 @@
  * into a one-line message on stderr and a non-zero exit code.
  */
 import { parseArgs } from 'node:util';
-import { VmvaultError, isVmvaultError } from '../core/index.js';
-import type { Command } from './command.js';
+import { VmvaultError, isVmvaultError } from '../core/errors.js';
+import type { CommandSpec } from './command.js';
+import { COMMANDS } from './commands/specs.js';
 import { Context, type GlobalOptions } from './context.js';
-
-/**
- * The commands, loaded on use: a command's module (and what it imports: NBD, filesystems,
- * QEMU helpers…) is only loaded when that command runs, which keeps start-up short.
- */
-const COMMANDS: { name: string; load: () => Promise<Command> }[] = [
-  { name: 'init', load: async () => (await import('./commands/init.js')).initCommand },
-  { name: 'backup', load: async () => (await import('./commands/backup.js')).backupCommand },
-  { name: 'list', load: async () => (await import('./commands/list.js')).listCommand },
-  { name: 'restore', load: async () => (await import('./commands/restore.js')).restoreCommand },
-  { name: 'mount', load: async () => (await import('./commands/mount.js')).mountCommand },
-  { name: 'files', load: async () => (await import('./commands/files.js')).filesCommand },
-  { name: 'find', load: async () => (await import('./commands/find.js')).findCommand },
-  { name: 'verify', load: async () => (await import('./commands/verify.js')).verifyCommand },
-  { name: 'prune', load: async () => (await import('./commands/prune.js')).pruneCommand },
-  { name: 'forget', load: async () => (await import('./commands/forget.js')).forgetCommand },
-  { name: 'gc', load: async () => (await import('./commands/gc.js')).gcCommand },
-  { name: 'stats', load: async () => (await import('./commands/stats.js')).statsCommand },
-  { name: 'clone', load: async () => (await import('./commands/clone.js')).cloneCommand },
-  { name: 'recover', load: async () => (await import('./commands/recover.js')).recoverCommand },
-  { name: 'revert', load: async () => (await import('./commands/revert.js')).revertCommand },
-];
 
 const GLOBAL_OPTIONS = {
   repo: { type: 'string' },
@@ -43,15 +22,14 @@ const GLOBAL_OPTIONS = {
 /** Exit codes. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, damaged: 3, locked: 4 } as const;
 
-async function help(): Promise<string> {
-  const commands = await Promise.all(COMMANDS.map((c) => c.load()));
+function help(): string {
   const lines = [
     'vmvault: backup and instant recovery for virtual machine disks',
     '',
     'usage: vmvault <command> [options]',
     '',
     'commands:',
-    ...commands.map((c) => `  ${c.name.padEnd(9)} ${c.summary}`),
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(9)} ${c.summary}`),
     '',
     'global options:',
     '  --repo DIR            repository (or VMVAULT_REPO)',
@@ -67,7 +45,7 @@ async function help(): Promise<string> {
   return lines.join('\n');
 }
 
-function commandHelp(c: Command): string {
+function commandHelp(c: CommandSpec): string {
   return `usage: vmvault ${c.usage}\n\n${c.summary}`;
 }
 
@@ -76,21 +54,20 @@ export async function main(argv: string[]): Promise<number> {
   const name = argv[0];
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     const c = COMMANDS.find((x) => x.name === argv[1]);
-    process.stdout.write(`${c ? commandHelp(await c.load()) : await help()}\n`);
+    process.stdout.write(`${c ? commandHelp(c) : help()}\n`);
     return EXIT.ok;
   }
   if (name === '--version' || name === 'version') {
     process.stdout.write('vmvault 0.1.0\n');
     return EXIT.ok;
   }
-  const entry = COMMANDS.find((c) => c.name === name);
+  const cmd = COMMANDS.find((c) => c.name === name);
   // Everything after a bare `--` is handed to the command untouched (e.g. a QEMU command line).
   const dashes = argv.indexOf('--');
   const own = dashes >= 0 ? argv.slice(0, dashes) : argv;
   const passthrough = dashes >= 0 ? argv.slice(dashes + 1) : [];
   let json = own.includes('--json');
   try {
-    const cmd = entry ? await entry.load() : undefined;
     if (!cmd) throw new VmvaultError('E_USAGE', `unknown command '${name}'`, { hint: "see 'vmvault help'" });
     let parsed: ReturnType<typeof parseArgs>;
     try {
@@ -127,7 +104,9 @@ export async function main(argv: string[]): Promise<number> {
       ...(values['lock-wait'] !== undefined ? { 'lock-wait': values['lock-wait'] as string } : {}),
       ...(values.catalog !== undefined ? { catalog: values.catalog as string } : {}),
     };
-    return await cmd.run(new Context(g), parsed.positionals, values, passthrough);
+    // Only now is the command's module loaded (with whatever it imports).
+    const run = await cmd.load();
+    return await run(new Context(g), parsed.positionals, values, passthrough);
   } catch (err) {
     return reportError(err, json);
   }

@@ -1,5 +1,5 @@
 /** Terminal progress: one line on stderr, redrawn a few times a second, only on a TTY. */
-import { formatBytes, formatDuration } from '../core/index.js';
+import { formatBytes, formatDuration } from '../core/units.js';
 
 /** A progress line for one long operation. */
 export class ProgressLine {

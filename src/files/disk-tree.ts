@@ -17,6 +17,9 @@ import {
 } from '../filesystems/index.js';
 import type { DiskRecord, Repository, RestorePoint } from '../repository/index.js';
 import { PointReader } from '../restore/index.js';
+import { splitPath } from './view-path.js';
+
+export { splitPath };
 
 /** Filesystem types vmvault can open. */
 const OPENABLE = new Set(['ext2', 'ext3', 'ext4', 'vfat']);
@@ -54,13 +57,6 @@ export async function listVolumes(
     }
   }
   return out;
-}
-
-/** Splits a view path into its parts, rejecting `..` escapes. */
-export function splitPath(path: string): string[] {
-  const parts = path.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.includes('..')) throw new VmvaultError('E_USAGE', `paths may not contain '..': ${path}`);
-  return parts;
 }
 
 /** Browses the files of one restore point. */

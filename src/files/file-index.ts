@@ -23,6 +23,8 @@ export interface FileRecord {
   inode: number;
   /** Chunk numbers of the file's data on its disk, as ranges: "12-15,40". Empty for no data. */
   chunks: string;
+  /** A symlink's target (absent for other entries). */
+  target?: string;
 }
 
 /** Formats sorted chunk numbers as "a-b,c" ranges. */
@@ -88,6 +90,9 @@ export async function* indexFiles(
           mtimeMs: e.mtime.getTime(),
           inode: e.inode,
           chunks,
+          ...(e.type === 'symlink'
+            ? { target: await (e.readlink ? e.readlink() : fs.readlink(e.path)) }
+            : {}),
         };
       }
     } catch (err) {

@@ -161,6 +161,8 @@ export abstract class BaseFilesystem<N extends FsNode> implements Filesystem {
         const entry: WalkEntry = { path: childPath, name, ...child.stat };
         if (child.stat.type === 'file')
           entry.extents = () => guard(`extents ${childPath}`, () => this.extentsNode(child));
+        else if (child.stat.type === 'symlink')
+          entry.readlink = () => guard(`readlink ${childPath}`, () => this.readlinkNode(child));
         yield entry;
       }
       for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);

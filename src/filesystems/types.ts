@@ -58,6 +58,8 @@ export interface WalkEntry extends DirEntry {
    * resolving the path again (cheaper when indexing every file).
    */
   extents?: () => Promise<FileExtent[]>;
+  /** For symlinks: the target, like {@link Filesystem.readlink} without resolving the path again. */
+  readlink?: () => Promise<string>;
 }
 
 /**

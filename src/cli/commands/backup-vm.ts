@@ -4,18 +4,7 @@ import { backupVm, trace } from '../../backup/index.js';
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { QmpClient } from '../../protocols/qmp/index.js';
 import { CodecPool } from '../../repository/index.js';
-import type { Command } from '../command.js';
 import type { Context } from '../context.js';
-
-/** Options `vmvault backup` accepts for `qmp:` sources (merged into the backup command's). */
-export const VM_BACKUP_OPTIONS: Command['options'] = {
-  'guest-agent': { type: 'string' },
-  'no-guest-agent': { type: 'boolean' },
-  'freeze-timeout': { type: 'string' },
-  'nbd-socket': { type: 'string' },
-  'scratch-dir': { type: 'string' },
-  disk: { type: 'string', multiple: true },
-};
 
 function seconds(v: unknown, what: string): number | undefined {
   if (v === undefined) return undefined;

@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { errnoCode, formatBytes, VmvaultError } from '../../core/index.js';
 import { startLiveServer, TraceStore } from '../../live/index.js';
 import { CodecPool } from '../../repository/index.js';
-import type { Command } from '../command.js';
+import type { CommandRun } from '../command.js';
 
 function qemuImg(args: string[]): Promise<string> {
   return new Promise((res, rej) => {
@@ -33,115 +33,105 @@ function backingSpec(socket: string, id: string): string {
   return `json:${JSON.stringify({ driver: 'raw', file: nbd })}`;
 }
 
-export const cloneCommand: Command = {
-  name: 'clone',
-  summary: 'make a writable qcow2 disk from a restore point without copying, and serve its backing data',
-  usage:
-    'clone <id> <new-disk.qcow2> [--socket PATH] [--disk NAME]\n\n' +
-    'Creates a thin qcow2 whose backing file is a live mount of the point that this command serves\n' +
-    'until SIGINT/SIGTERM: QEMU can use the clone at once; keep this running while it is in use.\n' +
-    'Writes go to the clone, the restore point never changes. Run it again on the same clone to\n' +
-    'serve it again.',
-  options: { socket: { type: 'string' }, disk: { type: 'string' } },
-  async run(ctx, args, v) {
-    if (args.length !== 2)
-      throw new VmvaultError('E_USAGE', 'clone takes a restore point id and a new qcow2 path');
-    const clone = resolve(args[1]!);
-    const socket = resolve(
-      (v.socket as string | undefined) ??
-        join(
-          process.env.XDG_RUNTIME_DIR || tmpdir(),
-          `vmvault-clone-${createHash('sha256').update(clone).digest('hex').slice(0, 12)}.sock`,
-        ),
-    );
-    if (Buffer.byteLength(socket) > 107) {
-      throw new VmvaultError('E_USAGE', `socket path ${socket} is too long for a unix socket`, {
-        hint: 'pass a shorter --socket PATH',
-      });
-    }
-    const say = (m: string): void => {
-      if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
-    };
-    await ctx.withRepo('shared', `clone ${args[0]}`, async (repo) => {
-      const point = await repo.resolvePoint(args[0]!);
-      const diskName = v.disk as string | undefined;
-      const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-      if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
-      const spec = backingSpec(socket, point.id);
-      let created = false;
-      const existing = await stat(clone).catch((err: unknown) => {
-        if (errnoCode(err) === 'ENOENT') return null;
-        throw err;
-      });
-      if (existing) {
-        // Serve an existing clone again, but only our own clone of this point.
-        const info = JSON.parse(await qemuImg(['info', '-U', '--output=json', clone])) as {
-          format?: string;
-          'backing-filename'?: string;
-        };
-        if (info.format !== 'qcow2' || info['backing-filename'] !== spec) {
-          throw new VmvaultError(
-            'E_TARGET',
-            `${clone} exists and is not a clone of ${point.id} served at ${socket}`,
-            {
-              hint: 'choose another path (or the --socket it was created with)',
-            },
-          );
-        }
-      } else {
-        let cluster = 512;
-        while (cluster < disk.chunkSize && cluster < 2 << 20) cluster *= 2;
-        await qemuImg([
-          'create',
-          '-q',
-          '-f',
-          'qcow2',
-          '-o',
-          `cluster_size=${cluster}`,
-          '-F',
-          'raw',
-          '-b',
-          spec,
-          '-u',
-          clone,
-          String(disk.size),
-        ]);
-        created = true;
-      }
-      const pool = new CodecPool(repo);
-      try {
-        await rm(socket, { force: true });
-        const server = await startLiveServer({
-          repo,
-          pool,
-          point,
-          disk,
-          listen: { socketPath: socket },
-          exportName: point.id,
-          traces: new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
-          onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
-        });
-        process.stdout.write(
-          ctx.json
-            ? `${JSON.stringify({ clone, id: point.id, disk: disk.name, size: disk.size, socket, uri: server.uri, created })}\n`
-            : `${clone}\n`,
-        );
-        say(
-          `${created ? 'created' : 'serving'} clone ${clone} of ${point.id} (${point.name}, ${disk.name}, ` +
-            `${formatBytes(disk.size)}); its backing data is served from ${socket}: keep this running ` +
-            'while the clone is in use (Ctrl-C to stop)',
-        );
-        await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
-        await server.close();
-        await rm(socket, { force: true });
-      } catch (err) {
-        if (created) await rm(clone, { force: true });
-        throw err;
-      } finally {
-        await pool.close();
-      }
-      say('stopped; the clone is unusable until `vmvault clone` serves it again');
+/** Runs `vmvault clone` (its options and help: `cloneSpec` in specs.ts). */
+export const run: CommandRun = async (ctx, args, v) => {
+  if (args.length !== 2)
+    throw new VmvaultError('E_USAGE', 'clone takes a restore point id and a new qcow2 path');
+  const clone = resolve(args[1]!);
+  const socket = resolve(
+    (v.socket as string | undefined) ??
+      join(
+        process.env.XDG_RUNTIME_DIR || tmpdir(),
+        `vmvault-clone-${createHash('sha256').update(clone).digest('hex').slice(0, 12)}.sock`,
+      ),
+  );
+  if (Buffer.byteLength(socket) > 107) {
+    throw new VmvaultError('E_USAGE', `socket path ${socket} is too long for a unix socket`, {
+      hint: 'pass a shorter --socket PATH',
     });
-    return 0;
-  },
+  }
+  const say = (m: string): void => {
+    if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
+  };
+  await ctx.withRepo('shared', `clone ${args[0]}`, async (repo) => {
+    const point = await repo.resolvePoint(args[0]!);
+    const diskName = v.disk as string | undefined;
+    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
+    if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
+    const spec = backingSpec(socket, point.id);
+    let created = false;
+    const existing = await stat(clone).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return null;
+      throw err;
+    });
+    if (existing) {
+      // Serve an existing clone again, but only our own clone of this point.
+      const info = JSON.parse(await qemuImg(['info', '-U', '--output=json', clone])) as {
+        format?: string;
+        'backing-filename'?: string;
+      };
+      if (info.format !== 'qcow2' || info['backing-filename'] !== spec) {
+        throw new VmvaultError(
+          'E_TARGET',
+          `${clone} exists and is not a clone of ${point.id} served at ${socket}`,
+          {
+            hint: 'choose another path (or the --socket it was created with)',
+          },
+        );
+      }
+    } else {
+      let cluster = 512;
+      while (cluster < disk.chunkSize && cluster < 2 << 20) cluster *= 2;
+      await qemuImg([
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-o',
+        `cluster_size=${cluster}`,
+        '-F',
+        'raw',
+        '-b',
+        spec,
+        '-u',
+        clone,
+        String(disk.size),
+      ]);
+      created = true;
+    }
+    const pool = new CodecPool(repo);
+    try {
+      await rm(socket, { force: true });
+      const server = await startLiveServer({
+        repo,
+        pool,
+        point,
+        disk,
+        listen: { socketPath: socket },
+        exportName: point.id,
+        traces: new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
+        onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
+      });
+      process.stdout.write(
+        ctx.json
+          ? `${JSON.stringify({ clone, id: point.id, disk: disk.name, size: disk.size, socket, uri: server.uri, created })}\n`
+          : `${clone}\n`,
+      );
+      say(
+        `${created ? 'created' : 'serving'} clone ${clone} of ${point.id} (${point.name}, ${disk.name}, ` +
+          `${formatBytes(disk.size)}); its backing data is served from ${socket}: keep this running ` +
+          'while the clone is in use (Ctrl-C to stop)',
+      );
+      await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+      await server.close();
+      await rm(socket, { force: true });
+    } catch (err) {
+      if (created) await rm(clone, { force: true });
+      throw err;
+    } finally {
+      await pool.close();
+    }
+    say('stopped; the clone is unusable until `vmvault clone` serves it again');
+  });
+  return 0;
 };

@@ -1,26 +1,21 @@
 import { VmvaultError } from '../../core/index.js';
-import type { Command } from '../command.js';
+import type { CommandRun } from '../command.js';
 
-export const forgetCommand: Command = {
-  name: 'forget',
-  summary: 'remove restore points by id (run gc to free space)',
-  usage: 'forget <id>...',
-  options: {},
-  async run(ctx, args) {
-    if (args.length === 0) throw new VmvaultError('E_USAGE', 'forget takes one or more restore point ids');
-    return ctx.withRepo(
-      'shared',
-      'forget',
-      async (repo) => {
-        const points = await Promise.all(args.map((a) => repo.resolvePoint(a)));
-        for (const p of points) await repo.deletePoint(p.id);
-        (await ctx.openCatalog(repo)).close();
-        ctx.out({ removed: points.map((p) => p.id) }, () =>
-          points.map((p) => `removed ${p.id} (${p.name}, ${p.time})`).join('\n'),
-        );
-        return 0;
-      },
-      false,
-    );
-  },
+/** Runs `vmvault forget` (its options and help: `forgetSpec` in specs.ts). */
+export const run: CommandRun = async (ctx, args) => {
+  if (args.length === 0) throw new VmvaultError('E_USAGE', 'forget takes one or more restore point ids');
+  return ctx.withRepo(
+    'shared',
+    'forget',
+    async (repo) => {
+      const points = await Promise.all(args.map((a) => repo.resolvePoint(a)));
+      for (const p of points) await repo.deletePoint(p.id);
+      (await ctx.openCatalog(repo)).close();
+      ctx.out({ removed: points.map((p) => p.id) }, () =>
+        points.map((p) => `removed ${p.id} (${p.name}, ${p.time})`).join('\n'),
+      );
+      return 0;
+    },
+    false,
+  );
 };

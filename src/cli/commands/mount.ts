@@ -6,136 +6,111 @@ import { VmvaultError, formatBytes } from '../../core/index.js';
 import { startLiveServer, TraceStore } from '../../live/index.js';
 import { Overlay, saveOverlay } from '../../overlay/index.js';
 import { CodecPool } from '../../repository/index.js';
-import type { Command } from '../command.js';
+import type { CommandRun } from '../command.js';
 
-export const mountCommand: Command = {
-  name: 'mount',
-  summary: 'serve a restore point over NBD at once (read-only, or writable on an overlay) until interrupted',
-  usage:
-    'mount <id> (--socket PATH | --port N [--host 127.0.0.1]) [--disk NAME] [--export NAME]\n' +
-    '      [--writable [--overlay FILE] [--save-on-exit [--name NAME]] [--keep-overlay]] [--no-trace]\n\n' +
-    'Read-only by default. --writable sends guest writes to a copy-on-write overlay file (FILE,\n' +
-    'kept and reusable; without --overlay a temporary one, discarded on exit); the restore point\n' +
-    'never changes. --save-on-exit stores the overlay as a new restore point when stopped\n' +
-    '(SIGINT/SIGTERM) and then discards it unless --keep-overlay. Prefetch order: the block\n' +
-    'priorities of a VM backup, then what earlier mounts of the same VM read first (each mount\n' +
-    'records its reads unless --no-trace), then sequential read-ahead; guest reads go first.',
-  options: {
-    socket: { type: 'string' },
-    port: { type: 'string' },
-    host: { type: 'string' },
-    disk: { type: 'string' },
-    export: { type: 'string' },
-    writable: { type: 'boolean' },
-    overlay: { type: 'string' },
-    'save-on-exit': { type: 'boolean' },
-    name: { type: 'string' },
-    'keep-overlay': { type: 'boolean' },
-    'no-trace': { type: 'boolean' },
-  },
-  async run(ctx, args, v) {
-    if (args.length !== 1) throw new VmvaultError('E_USAGE', 'mount takes one restore point id');
-    const socketPath = v.socket as string | undefined;
-    const portText = v.port as string | undefined;
-    if ((socketPath === undefined) === (portText === undefined)) {
-      throw new VmvaultError('E_USAGE', 'mount needs exactly one of --socket PATH or --port N');
-    }
-    const port = portText === undefined ? undefined : Number(portText);
-    if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
-      throw new VmvaultError('E_USAGE', `--port takes a TCP port number, not ${portText}`);
-    }
-    const writable = v.writable === true || v.overlay !== undefined;
-    if (!writable && (v['save-on-exit'] || v['keep-overlay'])) {
-      throw new VmvaultError('E_USAGE', '--save-on-exit and --keep-overlay need --writable');
-    }
-    const say = (m: string): void => {
-      if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
-    };
-    await ctx.withRepo('shared', `mount ${args[0]}`, async (repo) => {
-      const point = await repo.resolvePoint(args[0]!);
-      const diskName = v.disk as string | undefined;
-      const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-      if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
-      // Chunks are decoded and checked on worker threads; sequential streams are read ahead.
-      const pool = new CodecPool(repo);
-      let overlay: Overlay | undefined;
-      let tempDir: string | undefined;
-      try {
-        if (writable) {
-          let path = v.overlay as string | undefined;
-          if (path === undefined) {
-            tempDir = await mkdtemp(join(tmpdir(), 'vmvault-overlay-'));
-            path = join(tempDir, 'overlay');
-          }
-          overlay = await Overlay.openOrCreate(path, {
-            pointId: point.id,
-            disk: disk.name,
-            size: disk.size,
-            chunkSize: disk.chunkSize,
-          });
-          if (overlay.uncleanShutdown) {
-            say(`overlay ${path} was not closed cleanly last time; every write that was flushed is in it`);
-          }
+/** Runs `vmvault mount` (its options and help: `mountSpec` in specs.ts). */
+export const run: CommandRun = async (ctx, args, v) => {
+  if (args.length !== 1) throw new VmvaultError('E_USAGE', 'mount takes one restore point id');
+  const socketPath = v.socket as string | undefined;
+  const portText = v.port as string | undefined;
+  if ((socketPath === undefined) === (portText === undefined)) {
+    throw new VmvaultError('E_USAGE', 'mount needs exactly one of --socket PATH or --port N');
+  }
+  const port = portText === undefined ? undefined : Number(portText);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+    throw new VmvaultError('E_USAGE', `--port takes a TCP port number, not ${portText}`);
+  }
+  const writable = v.writable === true || v.overlay !== undefined;
+  if (!writable && (v['save-on-exit'] || v['keep-overlay'])) {
+    throw new VmvaultError('E_USAGE', '--save-on-exit and --keep-overlay need --writable');
+  }
+  const say = (m: string): void => {
+    if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
+  };
+  await ctx.withRepo('shared', `mount ${args[0]}`, async (repo) => {
+    const point = await repo.resolvePoint(args[0]!);
+    const diskName = v.disk as string | undefined;
+    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
+    if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
+    // Chunks are decoded and checked on worker threads; sequential streams are read ahead.
+    const pool = new CodecPool(repo);
+    let overlay: Overlay | undefined;
+    let tempDir: string | undefined;
+    try {
+      if (writable) {
+        let path = v.overlay as string | undefined;
+        if (path === undefined) {
+          tempDir = await mkdtemp(join(tmpdir(), 'vmvault-overlay-'));
+          path = join(tempDir, 'overlay');
         }
-        const server = await startLiveServer({
-          repo,
-          pool,
-          point,
-          disk,
-          listen:
-            socketPath !== undefined
-              ? { socketPath }
-              : { port: port!, host: (v.host as string | undefined) ?? '127.0.0.1' },
-          exportName: (v.export as string | undefined) ?? point.id,
-          overlay,
-          traces: v['no-trace'] ? undefined : new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
-          onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
+        overlay = await Overlay.openOrCreate(path, {
+          pointId: point.id,
+          disk: disk.name,
+          size: disk.size,
+          chunkSize: disk.chunkSize,
         });
-        // First line of stdout: the URI (or {"uri"} with --json), so scripts can wait for it.
-        process.stdout.write(
-          ctx.json
-            ? `${JSON.stringify({ uri: server.uri, id: point.id, disk: disk.name, size: disk.size, writable, overlay: overlay?.path ?? null })}\n`
-            : `${server.uri}\n`,
-        );
-        say(
-          `serving ${point.id} (${point.name}, ${disk.name}, ${formatBytes(disk.size)}) ` +
-            `${overlay ? `writable, overlay ${tempDir ? '(temporary) ' : ''}${overlay.path}` : 'read-only'}; Ctrl-C to stop`,
-        );
-        await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
-        await server.close();
-        const stats = server.reader.stats;
-        let saved: string | undefined;
-        if (overlay && v['save-on-exit']) {
-          const r = await saveOverlay(repo, pool, point, overlay, { name: v.name as string | undefined });
-          saved = r.point.id;
-          say(`saved the overlay as restore point ${saved} (${formatBytes(r.bytesStored)} added)`);
+        if (overlay.uncleanShutdown) {
+          say(`overlay ${path} was not closed cleanly last time; every write that was flushed is in it`);
         }
-        if (overlay) {
-          const keep = !tempDir && (!saved || v['keep-overlay'] === true);
-          if (keep) await overlay.close();
-          else await overlay.discard();
-          overlay = undefined;
-        }
-        if (ctx.json) {
-          process.stdout.write(
-            `${JSON.stringify({
-              stopped: true,
-              saved: saved ?? null,
-              chunkFetches: stats.chunkFetches,
-              prefetched: stats.prefetched ?? 0,
-              cacheHits: stats.cacheHits,
-              queued: server.queued,
-              traced: server.traced(),
-            })}\n`,
-          );
-        }
-      } finally {
-        await overlay?.close().catch(() => undefined);
-        await pool.close();
-        if (tempDir) await rm(tempDir, { recursive: true, force: true });
       }
-      say('stopped');
-    });
-    return 0;
-  },
+      const server = await startLiveServer({
+        repo,
+        pool,
+        point,
+        disk,
+        listen:
+          socketPath !== undefined
+            ? { socketPath }
+            : { port: port!, host: (v.host as string | undefined) ?? '127.0.0.1' },
+        exportName: (v.export as string | undefined) ?? point.id,
+        overlay,
+        traces: v['no-trace'] ? undefined : new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
+        onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
+      });
+      // First line of stdout: the URI (or {"uri"} with --json), so scripts can wait for it.
+      process.stdout.write(
+        ctx.json
+          ? `${JSON.stringify({ uri: server.uri, id: point.id, disk: disk.name, size: disk.size, writable, overlay: overlay?.path ?? null })}\n`
+          : `${server.uri}\n`,
+      );
+      say(
+        `serving ${point.id} (${point.name}, ${disk.name}, ${formatBytes(disk.size)}) ` +
+          `${overlay ? `writable, overlay ${tempDir ? '(temporary) ' : ''}${overlay.path}` : 'read-only'}; Ctrl-C to stop`,
+      );
+      await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+      await server.close();
+      const stats = server.reader.stats;
+      let saved: string | undefined;
+      if (overlay && v['save-on-exit']) {
+        const r = await saveOverlay(repo, pool, point, overlay, { name: v.name as string | undefined });
+        saved = r.point.id;
+        say(`saved the overlay as restore point ${saved} (${formatBytes(r.bytesStored)} added)`);
+      }
+      if (overlay) {
+        const keep = !tempDir && (!saved || v['keep-overlay'] === true);
+        if (keep) await overlay.close();
+        else await overlay.discard();
+        overlay = undefined;
+      }
+      if (ctx.json) {
+        process.stdout.write(
+          `${JSON.stringify({
+            stopped: true,
+            saved: saved ?? null,
+            chunkFetches: stats.chunkFetches,
+            prefetched: stats.prefetched ?? 0,
+            cacheHits: stats.cacheHits,
+            queued: server.queued,
+            traced: server.traced(),
+          })}\n`,
+        );
+      }
+    } finally {
+      await overlay?.close().catch(() => undefined);
+      await pool.close();
+      if (tempDir) await rm(tempDir, { recursive: true, force: true });
+    }
+    say('stopped');
+  });
+  return 0;
 };

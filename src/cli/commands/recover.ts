@@ -3,105 +3,82 @@ import { dirname, join } from 'node:path';
 import { startLiveServer, TraceStore } from '../../live/index.js';
 import { recoverDisk, type RecoveryServe } from '../../recovery/index.js';
 import { CodecPool, type DiskRecord, type Repository, type RestorePoint } from '../../repository/index.js';
-import type { Command } from '../command.js';
+import type { CommandRun } from '../command.js';
 import type { Context } from '../context.js';
 
-export const recoverCommand: Command = {
-  name: 'recover',
-  summary: 'start a VM from a restore point at once and move its disk to a target while it runs',
-  usage:
-    'recover <id> --to TARGET [--format raw|qcow2] [--disk NAME] [--force] [--bandwidth RATE]\n' +
-    '        [--state-dir DIR] [--accel tcg|kvm] [--reconnect-delay SECONDS] [-- QEMU COMMAND...]\n\n' +
-    'The VM starts on a live mount of the point (its writes go to a local overlay), every chunk is\n' +
-    'copied to TARGET (raw file, qcow2 image or block device) in the background, then QEMU moves\n' +
-    'the running disk onto TARGET with the guest writes on top, and the VM keeps running there.\n' +
-    'The VM is the QEMU command after -- (vmvault adds the disk as node vmvault-disk and a\n' +
-    'virtio-blk device unless the command has drive=vmvault-disk), or one built from the VM\n' +
-    'configuration a VM backup saved. Run the same command again to resume an interrupted recovery.',
-  options: {
-    to: { type: 'string' },
-    format: { type: 'string' },
-    disk: { type: 'string' },
-    force: { type: 'boolean' },
-    bandwidth: { type: 'string' },
-    'state-dir': { type: 'string' },
-    accel: { type: 'string' },
-    'reconnect-delay': { type: 'string' },
-  },
-  passthrough: true,
-  async run(ctx, args, v, passthrough = []) {
-    if (args.length !== 1) throw new VmvaultError('E_USAGE', 'recover takes one restore point id');
-    const target = v.to as string | undefined;
-    if (!target)
-      throw new VmvaultError('E_USAGE', 'recover needs --to TARGET (a raw file, qcow2 image or device)');
-    const format = v.format as string | undefined;
-    if (format !== undefined && format !== 'raw' && format !== 'qcow2') {
-      throw new VmvaultError('E_USAGE', `--format takes raw or qcow2, not ${format}`);
+/** Runs `vmvault recover` (its options and help: `recoverSpec` in specs.ts). */
+export const run: CommandRun = async (ctx, args, v, passthrough = []) => {
+  if (args.length !== 1) throw new VmvaultError('E_USAGE', 'recover takes one restore point id');
+  const target = v.to as string | undefined;
+  if (!target)
+    throw new VmvaultError('E_USAGE', 'recover needs --to TARGET (a raw file, qcow2 image or device)');
+  const format = v.format as string | undefined;
+  if (format !== undefined && format !== 'raw' && format !== 'qcow2') {
+    throw new VmvaultError('E_USAGE', `--format takes raw or qcow2, not ${format}`);
+  }
+  const accel = v.accel as string | undefined;
+  if (accel !== undefined && accel !== 'tcg' && accel !== 'kvm') {
+    throw new VmvaultError('E_USAGE', `--accel takes tcg or kvm, not ${accel}`);
+  }
+  const delayText = v['reconnect-delay'] as string | undefined;
+  const reconnectDelay = delayText === undefined ? undefined : Number(delayText);
+  if (reconnectDelay !== undefined && !(Number.isInteger(reconnectDelay) && reconnectDelay >= 0)) {
+    throw new VmvaultError('E_USAGE', `--reconnect-delay takes whole seconds, not ${delayText}`);
+  }
+  const bandwidth = v.bandwidth === undefined ? undefined : parseBytes(v.bandwidth as string);
+  await ctx.withRepo('shared', `recover ${args[0]}`, async (repo) => {
+    const point = await repo.resolvePoint(args[0]!);
+    const diskName = v.disk as string | undefined;
+    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
+    if (!disk) {
+      throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`, {
+        hint: `its disks: ${point.disks.map((d) => d.name).join(', ')}`,
+      });
     }
-    const accel = v.accel as string | undefined;
-    if (accel !== undefined && accel !== 'tcg' && accel !== 'kvm') {
-      throw new VmvaultError('E_USAGE', `--accel takes tcg or kvm, not ${accel}`);
-    }
-    const delayText = v['reconnect-delay'] as string | undefined;
-    const reconnectDelay = delayText === undefined ? undefined : Number(delayText);
-    if (reconnectDelay !== undefined && !(Number.isInteger(reconnectDelay) && reconnectDelay >= 0)) {
-      throw new VmvaultError('E_USAGE', `--reconnect-delay takes whole seconds, not ${delayText}`);
-    }
-    const bandwidth = v.bandwidth === undefined ? undefined : parseBytes(v.bandwidth as string);
-    await ctx.withRepo('shared', `recover ${args[0]}`, async (repo) => {
-      const point = await repo.resolvePoint(args[0]!);
-      const diskName = v.disk as string | undefined;
-      const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-      if (!disk) {
-        throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`, {
-          hint: `its disks: ${point.disks.map((d) => d.name).join(', ')}`,
-        });
-      }
-      const pool = new CodecPool(repo);
-      const bar = ctx.progress(`recover ${point.id.slice(0, 8)}`);
-      const say = (m: string): void => {
-        if (!ctx.opts.quiet && !ctx.json) {
-          bar.done();
-          process.stderr.write(`${m}\n`);
-        }
-      };
-      try {
-        const r = await recoverDisk(repo, pool, point, disk, {
-          target,
-          format: format as 'raw' | 'qcow2' | undefined,
-          force: v.force === true,
-          stateDir: v['state-dir'] as string | undefined,
-          qemuArgs: passthrough.length > 0 ? passthrough : undefined,
-          accel: accel as 'tcg' | 'kvm' | undefined,
-          bytesPerSecond: bandwidth,
-          reconnectDelay,
-          serve: servePoint(ctx, repo, pool, point, disk),
-          onNotice: say,
-          onPhase: (phase) => {
-            if (phase === 'switching') say('all data is on the target; moving the running VM onto it');
-          },
-          onProgress: (p) =>
-            p.phase === 'copying'
-              ? bar.update(p.done, p.total, 'relocated')
-              : bar.update(p.done, Math.max(1, p.total), 'guest writes'),
-        });
+    const pool = new CodecPool(repo);
+    const bar = ctx.progress(`recover ${point.id.slice(0, 8)}`);
+    const say = (m: string): void => {
+      if (!ctx.opts.quiet && !ctx.json) {
         bar.done();
-        ctx.out(
-          { ...r, id: point.id, name: point.name },
-          () =>
-            `recovered ${point.id} (${point.name}, ${disk.name}, ${formatBytes(disk.size)}) to ${r.target}` +
-            `${r.resumed ? ' (resumed)' : ''}: VM running since ${formatDuration(r.startMs / 1000)}, ` +
-            `copied ${formatBytes(r.bytesWritten)} in ${formatDuration(r.copyMs / 1000)}, ` +
-            `switched in ${formatDuration(r.switchMs / 1000)}\n` +
-            `the VM (pid ${r.qemuPid ?? '?'}) now runs on ${r.target}; its QMP monitor: ${r.qmpSocket}`,
-        );
-      } finally {
-        bar.done();
-        await pool.close();
+        process.stderr.write(`${m}\n`);
       }
-    });
-    return 0;
-  },
+    };
+    try {
+      const r = await recoverDisk(repo, pool, point, disk, {
+        target,
+        format: format as 'raw' | 'qcow2' | undefined,
+        force: v.force === true,
+        stateDir: v['state-dir'] as string | undefined,
+        qemuArgs: passthrough.length > 0 ? passthrough : undefined,
+        accel: accel as 'tcg' | 'kvm' | undefined,
+        bytesPerSecond: bandwidth,
+        reconnectDelay,
+        serve: servePoint(ctx, repo, pool, point, disk),
+        onNotice: say,
+        onPhase: (phase) => {
+          if (phase === 'switching') say('all data is on the target; moving the running VM onto it');
+        },
+        onProgress: (p) =>
+          p.phase === 'copying'
+            ? bar.update(p.done, p.total, 'relocated')
+            : bar.update(p.done, Math.max(1, p.total), 'guest writes'),
+      });
+      bar.done();
+      ctx.out(
+        { ...r, id: point.id, name: point.name },
+        () =>
+          `recovered ${point.id} (${point.name}, ${disk.name}, ${formatBytes(disk.size)}) to ${r.target}` +
+          `${r.resumed ? ' (resumed)' : ''}: VM running since ${formatDuration(r.startMs / 1000)}, ` +
+          `copied ${formatBytes(r.bytesWritten)} in ${formatDuration(r.copyMs / 1000)}, ` +
+          `switched in ${formatDuration(r.switchMs / 1000)}\n` +
+          `the VM (pid ${r.qemuPid ?? '?'}) now runs on ${r.target}; its QMP monitor: ${r.qmpSocket}`,
+      );
+    } finally {
+      bar.done();
+      await pool.close();
+    }
+  });
+  return 0;
 };
 
 /** The live mount a recovering VM boots from (with block priorities and boot traces). */

@@ -1,63 +1,58 @@
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { CodecPool } from '../../repository/index.js';
 import { restoreDisk } from '../../restore/index.js';
-import type { Command } from '../command.js';
+import type { CommandRun } from '../command.js';
 
-export const restoreCommand: Command = {
-  name: 'restore',
-  summary: 'write a restore point back to a sparse raw file, a block device or a thin qcow2 image',
-  usage: 'restore <id> <target> [--format raw|qcow2] [--disk NAME] [--force]',
-  options: { disk: { type: 'string' }, force: { type: 'boolean' }, format: { type: 'string' } },
-  async run(ctx, args, v) {
-    if (args.length !== 2) {
-      throw new VmvaultError('E_USAGE', 'restore takes a restore point id and a target', {
-        hint: 'vmvault restore <id> <target>',
+/** Runs `vmvault restore` (its options and help: `restoreSpec` in specs.ts). */
+export const run: CommandRun = async (ctx, args, v) => {
+  if (args.length !== 2) {
+    throw new VmvaultError('E_USAGE', 'restore takes a restore point id and a target', {
+      hint: 'vmvault restore <id> <target>',
+    });
+  }
+  const format = targetFormat(args[1]!, v.format as string | undefined);
+  await ctx.withRepo('shared', `restore ${args[0]}`, async (repo) => {
+    const point = await repo.resolvePoint(args[0]!);
+    const diskName = v.disk as string | undefined;
+    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
+    if (!disk) {
+      throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`, {
+        hint: `its disks: ${point.disks.map((d) => d.name).join(', ')}`,
       });
     }
-    const format = targetFormat(args[1]!, v.format as string | undefined);
-    await ctx.withRepo('shared', `restore ${args[0]}`, async (repo) => {
-      const point = await repo.resolvePoint(args[0]!);
-      const diskName = v.disk as string | undefined;
-      const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-      if (!disk) {
-        throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`, {
-          hint: `its disks: ${point.disks.map((d) => d.name).join(', ')}`,
-        });
-      }
-      const pool = new CodecPool(repo);
-      const bar = ctx.progress(`restore ${point.id.slice(0, 8)}`);
-      try {
-        const started = Date.now();
-        const r = await restoreDisk(repo, pool, disk, args[1]!, {
-          force: v.force === true,
+    const pool = new CodecPool(repo);
+    const bar = ctx.progress(`restore ${point.id.slice(0, 8)}`);
+    try {
+      const started = Date.now();
+      const r = await restoreDisk(repo, pool, disk, args[1]!, {
+        force: v.force === true,
+        format,
+        onProgress: (p) => bar.update(p.done, p.total),
+      });
+      bar.done();
+      const ms = Date.now() - started;
+      ctx.out(
+        {
+          id: point.id,
+          name: point.name,
+          disk: disk.name,
+          target: r.target,
           format,
-          onProgress: (p) => bar.update(p.done, p.total),
-        });
-        bar.done();
-        const ms = Date.now() - started;
-        ctx.out(
-          {
-            id: point.id,
-            name: point.name,
-            disk: disk.name,
-            target: r.target,
-            format,
-            size: r.size,
-            bytesWritten: r.bytesWritten,
-            chunks: r.chunks,
-            durationMs: ms,
-          },
-          () =>
-            `restored ${point.id} (${point.name}, ${formatBytes(r.size)}) to ${r.target}: ` +
-            `wrote ${formatBytes(r.bytesWritten)} in ${formatDuration(ms / 1000)}`,
-        );
-      } finally {
-        bar.done();
-        await pool.close();
-      }
-    });
-    return 0;
-  },
+          size: r.size,
+          bytesWritten: r.bytesWritten,
+          chunks: r.chunks,
+          durationMs: ms,
+        },
+        () =>
+          `restored ${point.id} (${point.name}, ${formatBytes(r.size)}) to ${r.target}: ` +
+          `wrote ${formatBytes(r.bytesWritten)} in ${formatDuration(ms / 1000)}`,
+      );
+    } finally {
+      bar.done();
+      await pool.close();
+    }
+  });
+  return 0;
 };
 
 /** The target format: `--format`, else qcow2 for a `.qcow2` name, else raw. */

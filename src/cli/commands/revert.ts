@@ -1,57 +1,43 @@
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { CodecPool } from '../../repository/index.js';
 import { revertDisk } from '../../restore/index.js';
-import type { Command } from '../command.js';
+import type { CommandRun } from '../command.js';
 
-export const revertCommand: Command = {
-  name: 'revert',
-  summary: 'roll a disk back to a restore point in place, writing only the chunks that differ',
-  usage:
-    'revert <id> --to DISK [--disk NAME] [--format raw|qcow2] [--allow-larger]\n\n' +
-    'DISK is a raw file, a block device or a qcow2 image; it must not be in use (stop the VM\n' +
-    'first). Every chunk is read and compared with the point; only different chunks are written.\n' +
-    'Give --format for a disk a guest controls (its first bytes could imitate a qcow2 header).',
-  options: {
-    to: { type: 'string' },
-    disk: { type: 'string' },
-    format: { type: 'string' },
-    'allow-larger': { type: 'boolean' },
-  },
-  async run(ctx, args, v) {
-    if (args.length !== 1) throw new VmvaultError('E_USAGE', 'revert takes one restore point id');
-    const target = v.to as string | undefined;
-    if (!target) throw new VmvaultError('E_USAGE', 'revert needs --to DISK');
-    const format = (v.format as string | undefined) ?? 'auto';
-    if (format !== 'auto' && format !== 'raw' && format !== 'qcow2') {
-      throw new VmvaultError('E_USAGE', `--format takes raw or qcow2, not ${format}`);
+/** Runs `vmvault revert` (its options and help: `revertSpec` in specs.ts). */
+export const run: CommandRun = async (ctx, args, v) => {
+  if (args.length !== 1) throw new VmvaultError('E_USAGE', 'revert takes one restore point id');
+  const target = v.to as string | undefined;
+  if (!target) throw new VmvaultError('E_USAGE', 'revert needs --to DISK');
+  const format = (v.format as string | undefined) ?? 'auto';
+  if (format !== 'auto' && format !== 'raw' && format !== 'qcow2') {
+    throw new VmvaultError('E_USAGE', `--format takes raw or qcow2, not ${format}`);
+  }
+  await ctx.withRepo('shared', `revert ${args[0]}`, async (repo) => {
+    const point = await repo.resolvePoint(args[0]!);
+    const diskName = v.disk as string | undefined;
+    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
+    if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
+    const pool = new CodecPool(repo);
+    const bar = ctx.progress(`revert ${point.id.slice(0, 8)}`);
+    try {
+      const t0 = Date.now();
+      const r = await revertDisk(repo, pool, disk, target, {
+        format,
+        allowLarger: v['allow-larger'] === true,
+        onProgress: (p) => bar.update(p.done, p.total, `${p.chunksWritten} chunks rewritten`),
+      });
+      bar.done();
+      const ms = Date.now() - t0;
+      ctx.out(
+        { id: point.id, name: point.name, disk: disk.name, ...r, durationMs: ms },
+        () =>
+          `reverted ${r.target} to ${point.id} (${point.name}, ${disk.name}): ${r.chunksWritten} of ` +
+          `${r.chunksCompared} chunks differed, wrote ${formatBytes(r.bytesWritten)} in ${formatDuration(ms / 1000)}`,
+      );
+    } finally {
+      bar.done();
+      await pool.close();
     }
-    await ctx.withRepo('shared', `revert ${args[0]}`, async (repo) => {
-      const point = await repo.resolvePoint(args[0]!);
-      const diskName = v.disk as string | undefined;
-      const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-      if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
-      const pool = new CodecPool(repo);
-      const bar = ctx.progress(`revert ${point.id.slice(0, 8)}`);
-      try {
-        const t0 = Date.now();
-        const r = await revertDisk(repo, pool, disk, target, {
-          format,
-          allowLarger: v['allow-larger'] === true,
-          onProgress: (p) => bar.update(p.done, p.total, `${p.chunksWritten} chunks rewritten`),
-        });
-        bar.done();
-        const ms = Date.now() - t0;
-        ctx.out(
-          { id: point.id, name: point.name, disk: disk.name, ...r, durationMs: ms },
-          () =>
-            `reverted ${r.target} to ${point.id} (${point.name}, ${disk.name}): ${r.chunksWritten} of ` +
-            `${r.chunksCompared} chunks differed, wrote ${formatBytes(r.bytesWritten)} in ${formatDuration(ms / 1000)}`,
-        );
-      } finally {
-        bar.done();
-        await pool.close();
-      }
-    });
-    return 0;
-  },
+  });
+  return 0;
 };

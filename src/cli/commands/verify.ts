@@ -1,6 +1,6 @@
 import { formatBytes } from '../../core/index.js';
 import { CodecPool, type VerifyReport, verifyRepository } from '../../repository/index.js';
-import type { Command } from '../command.js';
+import type { CommandRun } from '../command.js';
 
 function describe(r: VerifyReport): string {
   const head = `checked ${r.pointsChecked} restore point(s), ${r.chunksChecked} chunks, ${formatBytes(r.bytesChecked)} in ${r.packsChecked} packs`;
@@ -13,35 +13,28 @@ function describe(r: VerifyReport): string {
   return lines.join('\n');
 }
 
-export const verifyCommand: Command = {
-  name: 'verify',
-  summary: 're-read and check every chunk (of the given restore points, or of all)',
-  usage: 'verify [<id>...]',
-  options: {},
-  async run(ctx, args) {
-    const r = await ctx.withRepo('shared', 'verify', async (repo) => {
-      const pool = new CodecPool(repo);
-      const bar = ctx.progress('verify');
-      try {
-        const points =
-          args.length > 0
-            ? await Promise.all(args.map((a) => repo.resolvePoint(a)))
-            : await repo.listPoints();
-        return await verifyRepository(repo, pool, points, (p) => bar.update(p.done, p.total));
-      } finally {
-        bar.done();
-        await pool.close();
-      }
-    });
-    ctx.out(r, () => describe(r));
-    if (r.damaged.length > 0 || r.problems.length > 0) {
-      const names = r.damaged.map((d) => d.id.slice(0, 8)).join(', ');
-      process.stderr.write(
-        `vmvault: verify found ${r.problems.length} problem(s)${names ? `; damaged restore points: ${names}` : ''}; ` +
-          'restore from another restore point, or back the disk up again\n',
-      );
-      return 3;
+/** Runs `vmvault verify` (its options and help: `verifySpec` in specs.ts). */
+export const run: CommandRun = async (ctx, args) => {
+  const r = await ctx.withRepo('shared', 'verify', async (repo) => {
+    const pool = new CodecPool(repo);
+    const bar = ctx.progress('verify');
+    try {
+      const points =
+        args.length > 0 ? await Promise.all(args.map((a) => repo.resolvePoint(a))) : await repo.listPoints();
+      return await verifyRepository(repo, pool, points, (p) => bar.update(p.done, p.total));
+    } finally {
+      bar.done();
+      await pool.close();
     }
-    return 0;
-  },
+  });
+  ctx.out(r, () => describe(r));
+  if (r.damaged.length > 0 || r.problems.length > 0) {
+    const names = r.damaged.map((d) => d.id.slice(0, 8)).join(', ');
+    process.stderr.write(
+      `vmvault: verify found ${r.problems.length} problem(s)${names ? `; damaged restore points: ${names}` : ''}; ` +
+        'restore from another restore point, or back the disk up again\n',
+    );
+    return 3;
+  }
+  return 0;
 };
