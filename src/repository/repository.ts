@@ -355,9 +355,14 @@ export class Repository {
   async recoverOrphanPacks(): Promise<number> {
     const known = new Set(this.index.packIds());
     let n = 0;
-    for (const o of await this.backend.list('packs')) {
-      const id = packIdFromName(o.name);
-      if (!id || known.has(id)) continue;
+    // Names first: only packs the index does not know are stat'ed and read.
+    const unknown = (await this.backend.listNames('packs')).filter((name) => {
+      const id = packIdFromName(name);
+      return id !== null && !known.has(id);
+    });
+    for (const o of await Promise.all(unknown.map((name) => this.backend.stat(name)))) {
+      if (!o) continue; // removed meanwhile
+      const id = packIdFromName(o.name)!;
       try {
         const entries = await readPackTrailer(
           id,

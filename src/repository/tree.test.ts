@@ -77,6 +77,33 @@ describe('restore-point tree', () => {
     assert.equal(m.pages.size - before, 2);
   });
 
+  it('builds the same tree from whole leaves as from single chunks', async () => {
+    const m = memoryStore();
+    const count = PAGE_FANOUT * 3 + 17;
+    const digest = (i: number) =>
+      i % 5 === 0 || (i >= PAGE_FANOUT && i < 2 * PAGE_FANOUT) ? null : digestFor(i);
+    const one = new TreeBuilder(count, m.store);
+    for (let i = 0; i < count; i++) await one.set(i, digest(i));
+    const rootOne = await one.finish();
+    const whole = new TreeBuilder(count, m.store);
+    for (let leaf = 0; leaf * PAGE_FANOUT < count; leaf++) {
+      const first = leaf * PAGE_FANOUT;
+      const n = Math.min(PAGE_FANOUT, count - first);
+      await whole.setLeafEntries(
+        leaf,
+        Array.from({ length: n }, (_, k) => digest(first + k)),
+      );
+    }
+    assert.deepEqual(await whole.finish(), rootOne);
+    const mixed = new TreeBuilder(count, m.store);
+    await mixed.set(3, digest(3));
+    await assert.rejects(() => mixed.setLeafEntries(0, []), /out of order/);
+    await assert.rejects(
+      () => mixed.setLeafEntries(3, new Array(PAGE_FANOUT + 1).fill(null)),
+      /out of order/,
+    );
+  });
+
   it('rejects malformed pages', () => {
     const page = encodePage(0, [digestFor(1), null, digestFor(3)])!;
     const d = Buffer.alloc(32);

@@ -135,6 +135,32 @@ export class TreeBuilder {
     else await this.put(1, pageNo, digest);
   }
 
+  /**
+   * Sets every chunk of leaf page `pageNo` at once: `entries[i]` is chunk `pageNo·512 + i`
+   * (null or the zero digest = zero chunk; missing trailing entries are zero). One call instead
+   * of one {@link set} per chunk, for trees patched leaf by leaf.
+   */
+  async setLeafEntries(pageNo: number, entries: readonly (Buffer | null)[]): Promise<void> {
+    const first = pageNo * PAGE_FANOUT;
+    const end = Math.min(this.chunkCount, first + PAGE_FANOUT);
+    if (first <= this.last || first >= this.chunkCount || entries.length > end - first) {
+      throw new VmvaultError('E_INTERNAL', `tree: leaf ${pageNo} out of order or range`);
+    }
+    this.last = end - 1;
+    await this.flushPage(0);
+    const c = this.cur[0]!;
+    c.pageNo = pageNo;
+    const kept: (Buffer | null)[] = [];
+    let any = false;
+    for (let i = 0; i < entries.length; i++) {
+      const d = entries[i] ?? null;
+      const real = d !== null && !d.equals(ZERO_DIGEST);
+      kept.push(real ? d : null);
+      any ||= real;
+    }
+    c.entries = any ? kept : [];
+  }
+
   private async put(level: number, index: number, digest: Buffer): Promise<void> {
     const pageNo = Math.floor(index / PAGE_FANOUT);
     const c = this.cur[level]!;

@@ -308,6 +308,7 @@ async function patchTree(
     const old = await loads.get(leaf)!;
     loads.delete(leaf);
     loadAhead();
+    const entries: (Buffer | null)[] = new Array(end - first);
     for (let i = first; i < end; i++) {
       let d = changes.get(i);
       if (d === undefined) {
@@ -318,8 +319,9 @@ async function patchTree(
       } else if (d === null) {
         stats.chunksZero++;
       }
-      if (d) await tree.set(i, d);
+      entries[i - first] = d;
     }
+    await tree.setLeafEntries(leaf, entries);
   }
   return tree.finish();
 }
