@@ -1,11 +1,6 @@
 import { basename } from 'node:path';
-import { latestPoint, runBackup } from '../../backup/index.js';
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
-import { CodecPool } from '../../repository/index.js';
-import { openSource } from '../../sources/index.js';
 import type { CommandRun } from '../command.js';
-import { collectFiles, sourceReader } from '../index-files.js';
-import { backupVmCommand } from './backup-vm.js';
 
 /** Runs `vmvault backup` (its options and help: `backupSpec` in specs.ts). */
 export const run: CommandRun = async (ctx, args, v) => {
@@ -15,7 +10,15 @@ export const run: CommandRun = async (ctx, args, v) => {
     });
   }
   const path = args[0]!;
-  if (path.startsWith('qmp:')) return backupVmCommand(ctx, path, v);
+  // Each kind of source loads only its own modules (a VM backup needs no filesystem readers).
+  if (path.startsWith('qmp:')) return (await import('./backup-vm.js')).backupVmCommand(ctx, path, v);
+  const [{ latestPoint, runBackup }, { CodecPool }, { openSource }, { collectFiles, sourceReader }] =
+    await Promise.all([
+      import('../../backup/index.js'),
+      import('../../repository/index.js'),
+      import('../../sources/index.js'),
+      import('../index-files.js'),
+    ]);
   const name = (v.name as string | undefined) ?? basename(path);
   await ctx.withRepo('shared', `backup ${name}`, async (repo) => {
     const source = await openSource(path);
