@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { VmvaultError, isVmvaultError } from '../core/errors.js';
+import { prefetchKey } from '../repository/key-prefetch.js';
 import type { CommandSpec } from './command.js';
 import { COMMANDS } from './commands/specs.js';
 import { Context, type GlobalOptions } from './context.js';
@@ -104,11 +105,27 @@ export async function main(argv: string[]): Promise<number> {
       ...(values['lock-wait'] !== undefined ? { 'lock-wait': values['lock-wait'] as string } : {}),
       ...(values.catalog !== undefined ? { catalog: values.catalog as string } : {}),
     };
+    const ctx = new Context(g);
+    if (cmd.name !== 'init') startKeyDerivation(ctx);
     // Only now is the command's module loaded (with whatever it imports).
     const run = await cmd.load();
-    return await run(new Context(g), parsed.positionals, values, passthrough);
+    return await run(ctx, parsed.positionals, values, passthrough);
   } catch (err) {
     return reportError(err, json);
+  }
+}
+
+/**
+ * Starts deriving an encrypted repository's key while the command's modules load (see
+ * `prefetchKey`); errors (no repository given, unreadable password file) are left for the
+ * command to report when it opens the repository.
+ */
+function startKeyDerivation(ctx: Context): void {
+  try {
+    const passphrase = ctx.passphrase();
+    if (passphrase !== null) prefetchKey(ctx.repoPath(), passphrase);
+  } catch {
+    // reported by the command itself
   }
 }
 

@@ -40,8 +40,29 @@ export function newMasterKey(): MasterKey {
   return masterKeyFromBytes(randomBytes(64));
 }
 
+/**
+ * Derivations started in this process, by passphrase, salt and parameters: a derivation begun
+ * early (see `prefetchKey`) is picked up by the repository open that needs it, not repeated.
+ * Only successful derivations stay; at most a handful per process.
+ */
+const derivations = new Map<string, Promise<Buffer>>();
+
 /** Derives a 32-byte key-encryption key from a passphrase with scrypt. */
 export function deriveKey(
+  passphrase: string,
+  salt: Buffer,
+  params: { N: number; r: number; p: number },
+): Promise<Buffer> {
+  const id = JSON.stringify([passphrase, salt.toString('base64'), params.N, params.r, params.p]);
+  const known = derivations.get(id);
+  if (known) return known;
+  const p = runScrypt(passphrase, salt, params);
+  derivations.set(id, p);
+  p.catch(() => derivations.delete(id));
+  return p;
+}
+
+function runScrypt(
   passphrase: string,
   salt: Buffer,
   params: { N: number; r: number; p: number },
