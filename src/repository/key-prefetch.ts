@@ -17,7 +17,7 @@ export function prefetchKey(repoPath: string, passphrase: string): void {
   readFile(join(repoPath, 'config'), 'utf8')
     .then((text) => {
       const kdf = (JSON.parse(text) as { encryption?: { kdf?: Record<string, unknown> } }).encryption?.kdf;
-      if (!kdf || kdf.name !== 'scrypt' || typeof kdf.salt !== 'string') return;
+      if (kdf?.name !== 'scrypt' || typeof kdf.salt !== 'string') return;
       const { N, r, p } = kdf;
       if (typeof N !== 'number' || typeof r !== 'number' || typeof p !== 'number') return;
       deriveKey(passphrase, Buffer.from(kdf.salt, 'base64'), { N, r, p }).catch(() => {});
