@@ -10,7 +10,7 @@ import { isVmvaultError, VmvaultError } from '../core/index.js';
 import { parseNbdUri } from '../protocols/nbd/index.js';
 import type { DiskSource } from './disk-source.js';
 import { NbdSource } from './nbd-source.js';
-import { isLocalPath, openQemuImage, probeImage } from './qemu-image-source.js';
+import { type ImageInfo, isLocalPath, openQemuImage, probeImage } from './qemu-image-source.js';
 import { RawFileSource } from './raw-file.js';
 
 /** Options of {@link openSource}. */
@@ -31,10 +31,11 @@ export async function openSource(spec: string, opts: OpenSourceOptions = {}): Pr
   // Missing files, directories and permission problems: RawFileSource says it best.
   if (!(await isLocalPath(spec))) return RawFileSource.open(spec);
   let format = opts.format;
-  let size: number | undefined;
+  let info: ImageInfo | undefined;
   if (format === undefined) {
     try {
-      ({ format, virtualSize: size } = await probeImage(spec));
+      info = await probeImage(spec);
+      format = info.format;
     } catch (err) {
       // Without qemu-img only raw images can be read.
       if (isVmvaultError(err, 'E_UNSUPPORTED')) return RawFileSource.open(spec);
@@ -43,5 +44,5 @@ export async function openSource(spec: string, opts: OpenSourceOptions = {}): Pr
   }
   if (format === 'raw') return RawFileSource.open(spec);
   if (!/^[a-z0-9_-]+$/.test(format)) throw new VmvaultError('E_USAGE', `unknown image format '${format}'`);
-  return openQemuImage(spec, format, size);
+  return openQemuImage(spec, format, info);
 }

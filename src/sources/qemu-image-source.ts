@@ -6,56 +6,25 @@
  * itself when vmvault's connections go away (even after SIGKILL). Reads go through
  * {@link NbdSource}: multi-conn, `base:allocation`, several requests in flight.
  */
-import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isVmvaultError, VmvaultError } from '../core/index.js';
 import { type ManagedProcess, spawnManaged, waitForPath } from '../protocols/qmp/index.js';
+import { MappedImageSource, mapQcow2, spansFromMap } from './mapped-image.js';
 import { NbdSource } from './nbd-source.js';
+import { lastLine, runTool } from './qemu-tools.js';
 
 /** What `qemu-img info` says about an image. */
 export interface ImageInfo {
   format: string;
   virtualSize: number;
   backingFilename?: string;
-}
-
-/** Runs a short-lived QEMU tool; resolves to stdout, rejects with its stderr's last line. */
-function runTool(
-  cmd: string,
-  args: string[],
-  timeoutMs = 60_000,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
-        reject(
-          new VmvaultError('E_UNSUPPORTED', `cannot run ${cmd}: it is not installed`, {
-            hint: 'install qemu-utils (Debian) or qemu-img (RPM)',
-          }),
-        );
-        return;
-      }
-      const code = err
-        ? typeof (err as { code?: unknown }).code === 'number'
-          ? (err as { code: number }).code
-          : -1
-        : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** The last meaningful line of a QEMU tool's stderr, without the `qemu-img: ` prefix. */
-function lastLine(text: string): string {
-  const lines = text
-    .trim()
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l !== '');
-  return (lines[lines.length - 1] ?? 'no message').replace(/^qemu-(img|nbd): /, '');
+  /** Whether the image is encrypted (qcow2 with LUKS, for example). */
+  encrypted?: boolean;
+  /** External data file of a qcow2 image. */
+  dataFile?: string;
 }
 
 /** Hint for QEMU's image-lock failure. */
@@ -74,14 +43,23 @@ export async function probeImage(path: string): Promise<ImageInfo> {
       hint: lockHint(why) ?? 'check that the file is a complete disk image',
     });
   }
-  const j = JSON.parse(r.stdout) as { format?: string; 'virtual-size'?: number; 'backing-filename'?: string };
+  const j = JSON.parse(r.stdout) as {
+    format?: string;
+    'virtual-size'?: number;
+    'backing-filename'?: string;
+    encrypted?: boolean;
+    'format-specific'?: { data?: { 'data-file'?: string } };
+  };
   if (typeof j.format !== 'string' || typeof j['virtual-size'] !== 'number') {
     throw new VmvaultError('E_SOURCE', `qemu-img info gave no format or size for ${path}`);
   }
+  const dataFile = j['format-specific']?.data?.['data-file'];
   return {
     format: j.format,
     virtualSize: j['virtual-size'],
     ...(j['backing-filename'] ? { backingFilename: j['backing-filename'] } : {}),
+    ...(j.encrypted ? { encrypted: true } : {}),
+    ...(typeof dataFile === 'string' ? { dataFile } : {}),
   };
 }
 
@@ -237,24 +215,59 @@ async function connectRetrying(server: QemuNbdServer, image: string, format: str
 }
 
 /**
- * Opens an image of `format` through qemu-nbd (qcow2 images are checked first). When
- * `expectedSize` is given (from {@link probeImage}) the served size must match it. The returned
- * source stops qemu-nbd when closed.
+ * Whether qcow2 images may be read directly from their file where `qemu-img map` allows (see
+ * `mapped-image.ts`). On unless the environment sets `VMVAULT_IMAGE_DIRECT=0` (benchmarks use
+ * that to measure the NBD-only path).
  */
-export async function openQemuImage(path: string, format: string, expectedSize?: number): Promise<NbdSource> {
-  if (format === 'qcow2') await checkQcow2(path);
-  const server = await startQemuNbd(path, { format, readOnly: true });
+export function directReadsEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.VMVAULT_IMAGE_DIRECT !== '0';
+}
+
+/**
+ * Opens an image of `format` through qemu-nbd (a qcow2 is checked with `qemu-img check` while
+ * qemu-nbd starts; no data is read before the check passed). When
+ * `info` is given (from {@link probeImage}) the served size must match its virtual size. A plain
+ * qcow2 is then read directly from its file wherever its map allows ({@link MappedImageSource}),
+ * the rest over NBD. The returned source stops qemu-nbd when closed.
+ */
+export async function openQemuImage(
+  path: string,
+  format: string,
+  info?: ImageInfo,
+): Promise<NbdSource | MappedImageSource> {
+  // The check and qemu-nbd's start-up overlap; nothing is read before the check passed.
+  const checked = format === 'qcow2' ? checkQcow2(path) : Promise.resolve();
+  checked.catch(() => {}); // awaited below
+  let server: QemuNbdServer;
   try {
-    const src = await connectRetrying(server, path, format);
-    if (expectedSize !== undefined && src.size !== expectedSize) {
-      await src.close();
+    server = await startQemuNbd(path, { format, readOnly: true });
+  } catch (err) {
+    await checked; // a damaged image explains a failed start best
+    throw err;
+  }
+  // Once qemu-nbd holds the image lock, the check, the connections and the map go in parallel.
+  const direct = format === 'qcow2' && directReadsEnabled();
+  const connected = connectRetrying(server, path, format);
+  const mapped = direct
+    ? (async () => mapQcow2(path, info ?? (await probeImage(path))))()
+    : Promise.resolve(null);
+  const [check, conn, map] = await Promise.allSettled([checked, connected, mapped]);
+  const src = conn.status === 'fulfilled' ? conn.value : undefined;
+  try {
+    if (check.status === 'rejected') throw check.reason;
+    if (conn.status === 'rejected') throw conn.reason;
+    if (info !== undefined && src!.size !== info.virtualSize) {
       throw new VmvaultError(
         'E_SOURCE',
-        `qemu-nbd serves ${src.size} bytes of ${path} but qemu-img reports ${expectedSize}`,
+        `qemu-nbd serves ${src!.size} bytes of ${path} but qemu-img reports ${info.virtualSize}`,
       );
     }
-    return src;
+    // No usable map (or none asked for): everything goes over NBD.
+    const m = map.status === 'fulfilled' ? map.value : null;
+    const spans = m ? spansFromMap(m.entries, src!.size, m.fileSize) : null;
+    return spans ? await MappedImageSource.open(path, src!, spans) : src!;
   } catch (err) {
+    await src?.close();
     await server.stop();
     throw err;
   }

@@ -65,22 +65,35 @@ export class RawFileSource implements DiskSource {
   }
 
   async readInto(buf: Buffer, offset: number): Promise<void> {
-    let done = 0;
-    while (done < buf.length) {
-      const { bytesRead } = await this.fh.read(buf, done, buf.length - done, offset + done);
-      if (bytesRead === 0) {
-        // The file shrank while we read it: the rest reads as zeros would be a lie.
-        throw new VmvaultError(
-          'E_SOURCE',
-          `${this.path} ended at ${offset + done} while reading (was ${this.size} bytes)`,
-        );
-      }
-      done += bytesRead;
-    }
+    // The file shrinking while we read it: reading the rest as zeros would be a lie.
+    await readFully(
+      this.fh,
+      buf,
+      offset,
+      (at) => `${this.path} ended at ${at} while reading (was ${this.size} bytes)`,
+    );
   }
 
   async close(): Promise<void> {
     await this.fh.close();
+  }
+}
+
+/**
+ * Fills `target` from `fh` at file offset `at` with positioned reads.
+ * @throws VmvaultError `E_SOURCE` with `endMessage(offset)` when the file ends first.
+ */
+export async function readFully(
+  fh: FileHandle,
+  target: Buffer,
+  at: number,
+  endMessage: (offset: number) => string,
+): Promise<void> {
+  let done = 0;
+  while (done < target.length) {
+    const { bytesRead } = await fh.read(target, done, target.length - done, at + done);
+    if (bytesRead === 0) throw new VmvaultError('E_SOURCE', endMessage(at + done));
+    done += bytesRead;
   }
 }
 
