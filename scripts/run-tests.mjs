@@ -22,5 +22,12 @@ if (files.length === 0) {
   console.error('run-tests: no test files matched');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], { stdio: 'inherit' });
+// --test-force-exit: a test file whose tests are over exits even if a failed test left a handle
+// open (a server, a child's pipe), so a failure is reported instead of hanging the run.
+// --test-timeout: no single test may run longer than 10 minutes.
+const r = spawnSync(
+  process.execPath,
+  ['--test', '--test-concurrency=2', '--test-force-exit', '--test-timeout=600000', ...files],
+  { stdio: 'inherit' },
+);
 process.exit(r.status ?? 1);

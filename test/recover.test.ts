@@ -9,8 +9,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { createServer, type Server, type Socket } from 'node:net';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { QmpClient } from '../src/protocols/qmp/index.js';
 import { buildTestGuest, createGuestDisk, type TestGuest } from './fixtures/guest/index.js';
 import { Workspace } from './helpers.js';
@@ -19,10 +19,13 @@ import { Workspace } from './helpers.js';
 class Console {
   text = '';
   private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
   private waiters = new Set<() => void>();
 
   constructor(readonly path: string) {
     this.server = createServer((s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
       s.on('error', () => undefined);
       s.on('data', (d: Buffer) => {
         this.text += d.toString('utf8').replaceAll('\r', '');
@@ -58,7 +61,9 @@ class Console {
     });
   }
 
+  /** Stops listening and drops the guest's connection (a failed test must not hang on it). */
   close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
     return new Promise((r) => this.server.close(() => r()));
   }
 }
@@ -138,20 +143,39 @@ describe('recover (real QEMU, TCG)', { timeout: 300_000 }, () => {
     rmSync(disk); // the original disk is gone: booting can only read the backup
   });
 
-  after(() => {
+  // What a test started, stopped even when it fails half-way (else the test process hangs).
+  const started: { procs: ChildProcess[]; consoles: Console[] } = { procs: [], consoles: [] };
+  const stopAll = async (): Promise<void> => {
+    for (const p of started.procs.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
     try {
-      execFileSync('pkill', ['-f', `vmvault-test-recover`]);
+      execFileSync('pkill', ['-9', '-f', 'vmvault-test-recover']);
     } catch {
       // nothing left running
     }
+    await Promise.all(started.consoles.splice(0).map((c) => c.close()));
+  };
+  const openConsole = async (name: string): Promise<Console> => {
+    const con = new Console(ws.path(name));
+    started.consoles.push(con);
+    await con.listen();
+    return con;
+  };
+  const spawnCli = (args: string[]): ChildProcess => {
+    const p = ws.spawn(args);
+    started.procs.push(p);
+    return p;
+  };
+
+  afterEach(stopAll);
+  after(async () => {
+    await stopAll();
     ws?.cleanup();
   });
 
   it('boots the guest from the backup, copies the disk, keeps the guest writes and switches live', async () => {
-    const con = new Console(ws.path('ser1.sock'));
-    await con.listen();
+    const con = await openConsole('ser1.sock');
     const target = ws.path('target1.raw');
-    const p = ws.spawn([
+    const p = spawnCli([
       'recover',
       pointId,
       '--to',
@@ -198,18 +222,19 @@ describe('recover (real QEMU, TCG)', { timeout: 300_000 }, () => {
   });
 
   it('survives kill -9 during the copy and resumes without losing a guest write', async () => {
-    const con = new Console(ws.path('ser2.sock'));
-    await con.listen();
+    const con = await openConsole('ser2.sock');
     const target = ws.path('target2.raw');
-    const args = ['recover', pointId, '--to', target, '--bandwidth', '256K', '--json'];
-    const first = ws.spawn([...args, '--', ...qemuCommand(guest, con.path), '-name', 'vmvault-test-recover']);
+    // Slow enough that the copy is still running when the guest has written twice, even on a
+    // loaded machine.
+    const args = ['recover', pointId, '--to', target, '--bandwidth', '96K', '--json'];
+    const first = spawnCli([...args, '--', ...qemuCommand(guest, con.path), '-name', 'vmvault-test-recover']);
     await con.waitFor(() => con.lastWrote() >= 2, 120_000, 'the guest to write 2 files');
     assert.ok(existsSync(`${target}.vmvault-recover/state.json`), 'a journal exists mid-recovery');
     first.kill('SIGKILL');
     await exited(first);
     const killedAt = con.lastWrote();
     // The VM (daemonized) outlives vmvault; resume with the same command, without the QEMU part.
-    const second = ws.spawn(args);
+    const second = spawnCli(args);
     let out = '';
     second.stdout!.on('data', (d: Buffer) => {
       out += d;
