@@ -7,10 +7,16 @@
  * ahead of all prefetch. Guest reads of this mount are recorded as a new trace, saved every
  * {@link TRACE_SAVE_MS} and on close (so a killed mount still leaves one).
  */
-import { formatNbdUri, type NbdExport, NbdServer } from '../protocols/nbd/index.js';
-import { type Overlay, OverlayExport } from '../overlay/index.js';
+// File-level imports (not the index files) keep a mount's start-up to the serving path: see
+// the note in src/cli/commands/mount.ts.
+import type { NbdExport } from '../protocols/nbd/index.js';
+import { NbdServer } from '../protocols/nbd/server.js';
+import { formatNbdUri } from '../protocols/nbd/uri.js';
+import type { Overlay } from '../overlay/index.js';
+import { OverlayExport } from '../overlay/overlay-export.js';
 import type { CodecPool, DiskRecord, Repository, RestorePoint } from '../repository/index.js';
-import { PointExport, PointReader } from '../restore/index.js';
+import { PointExport } from '../restore/point-export.js';
+import { PointReader } from '../restore/point-reader.js';
 import { TraceRecorder, type TraceStore } from './traces.js';
 
 /** How often a mount's read trace is saved while it runs. */

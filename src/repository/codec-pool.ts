@@ -2,10 +2,11 @@
  * A pool of worker threads that encode and decode blobs, so compression, encryption and
  * checking run on every core while the main thread reads, hashes and writes.
  */
+import { readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type ErrorCode, VmvaultError } from '../core/index.js';
-import type { DecodeOptions } from './blob-codec.js';
+import { BlobDecoder, type DecodeOptions } from './blob-codec.js';
 import { DIGEST_SIZE } from './format.js';
 import type { Repository } from './repository.js';
 
@@ -47,6 +48,8 @@ export interface DecodeIntoItem {
 interface Slot {
   worker: Worker;
   busy: number;
+  /** The worker has loaded and said so. */
+  ready: boolean;
 }
 
 /** Worker threads doing blob encode/decode for one repository. */
@@ -55,6 +58,9 @@ export class CodecPool {
   private readonly pending = new Map<number, Pending & { slot: Slot }>();
   private nextId = 1;
   private closed = false;
+  /** A decoder on this thread for urgent reads that come before any worker is up (lazy). */
+  private inline: BlobDecoder | null = null;
+  private readonly keys: { seal: Buffer | null; mac: Buffer | null };
 
   constructor(repo: Repository, threads = Math.max(1, availableParallelism())) {
     const workerData = {
@@ -63,18 +69,24 @@ export class CodecPool {
       key: repo.sealKey ? new Uint8Array(repo.sealKey) : null,
       macKey: repo.macKey ? new Uint8Array(repo.macKey) : null,
     };
+    this.keys = { seal: repo.sealKey, mac: repo.macKey };
     for (let i = 0; i < threads; i++) {
       const worker = new Worker(new URL('./codec-worker.js', import.meta.url), { workerData });
-      const slot: Slot = { worker, busy: 0 };
+      const slot: Slot = { worker, busy: 0, ready: false };
       worker.on(
         'message',
         (m: {
+          ready?: boolean;
           id: number;
           data?: Uint8Array;
           parts?: Uint8Array[];
           errors?: (WireError | null)[];
           error?: WireError;
         }) => {
+          if (m.ready) {
+            slot.ready = true;
+            return;
+          }
           const p = this.pending.get(m.id);
           if (!p) return;
           this.pending.delete(m.id);
@@ -213,7 +225,11 @@ export class CodecPool {
     items: readonly DecodeIntoItem[],
     where: string,
     trustSelfCheck: boolean,
+    urgent = false,
   ): Promise<(VmvaultError | null)[]> {
+    if (urgent && this.starting()) {
+      return Promise.resolve(this.decodeHere(new Uint8Array(shared), 0, items, where, trustSelfCheck));
+    }
     return this.send<(VmvaultError | null)[]>(
       { op: 'decodeInto', shared, ...packItems(items, where, trustSelfCheck) },
       [],
@@ -224,7 +240,8 @@ export class CodecPool {
    * {@link decodeInto} of a run the worker reads itself: `length` bytes at `position` of the
    * open file `fd` (item offsets are relative to `position`). Saves the main thread the read
    * and its thread-pool round trip. Rejects when the read fails (E_CORRUPT when short); the
-   * caller must keep `fd` open until the promise settles.
+   * caller must keep `fd` open until the promise settles. `urgent` (a guest is waiting): while
+   * no worker has started yet, this thread reads and decodes the run itself.
    */
   readAndDecodeInto(
     fd: number,
@@ -233,11 +250,61 @@ export class CodecPool {
     items: readonly DecodeIntoItem[],
     where: string,
     trustSelfCheck: boolean,
+    urgent = false,
   ): Promise<(VmvaultError | null)[]> {
+    if (urgent && this.starting()) {
+      try {
+        const run = Buffer.allocUnsafe(length);
+        for (let done = 0; done < length; ) {
+          const n = readSync(fd, run, done, length - done, position + done);
+          if (n === 0) {
+            throw new VmvaultError(
+              'E_CORRUPT',
+              `${where} is truncated: wanted ${length} bytes at ${position}`,
+            );
+          }
+          done += n;
+        }
+        return Promise.resolve(this.decodeHere(run, 0, items, where, trustSelfCheck));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     return this.send<(VmvaultError | null)[]>(
       { op: 'readDecode', fd, position, length, ...packItems(items, where, trustSelfCheck) },
       [],
     );
+  }
+
+  /** True while no worker has started: the first reads of a fresh mount come then. */
+  private starting(): boolean {
+    return !this.closed && !this.slots.some((s) => s.ready);
+  }
+
+  /** What a worker's decodeInto does, on this thread (item offsets relative to `base`). */
+  private decodeHere(
+    run: Uint8Array,
+    base: number,
+    items: readonly DecodeIntoItem[],
+    where: string,
+    trustSelfCheck: boolean,
+  ): (VmvaultError | null)[] {
+    this.inline ??= new BlobDecoder(this.keys.seal, this.keys.mac);
+    return items.map((it) => {
+      try {
+        this.inline!.decodeInto(
+          run.subarray(base + it.offset, base + it.offset + it.length),
+          it.digest,
+          it.rawLength,
+          where,
+          new Uint8Array(it.target, it.targetOffset, it.rawLength),
+          { trustSelfCheck },
+        );
+        return null;
+      } catch (err) {
+        return err instanceof VmvaultError ? err : new VmvaultError('E_INTERNAL', (err as Error).message);
+      }
+    });
   }
 
   /** Number of worker threads. */

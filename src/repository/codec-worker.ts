@@ -246,3 +246,6 @@ parentPort!.on('message', (req: Request) => {
     parentPort!.postMessage({ id: req.id, error: errorInfo(err) });
   }
 });
+
+// Tells the pool this thread can take work (until then it may decode urgent reads itself).
+parentPort!.postMessage({ ready: true });

@@ -565,7 +565,15 @@ export class PointReader implements BlockReader {
             const { items, slots } = this.destinations(piece, base);
             let errors: unknown[];
             try {
-              errors = await pool.readAndDecodeInto(fd.fd, base, runBytes(piece), items, where, true);
+              errors = await pool.readAndDecodeInto(
+                fd.fd,
+                base,
+                runBytes(piece),
+                items,
+                where,
+                true,
+                !prefetch,
+              );
             } catch (err) {
               for (const slot of slots) if (slot >= 0) this.arena!.release(slot);
               return readFailed(piece, err);
@@ -591,7 +599,7 @@ export class PointReader implements BlockReader {
           const { items, slots } = this.destinations(piece, first.offset);
           let errors: unknown[];
           try {
-            errors = await pool.decodeInto(slab.shared, items, where, true);
+            errors = await pool.decodeInto(slab.shared, items, where, true, !prefetch);
           } catch (err) {
             errors = items.map(() => err);
           }

@@ -3,9 +3,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { VmvaultError, formatBytes } from '../../core/index.js';
-import { startLiveServer, TraceStore } from '../../live/index.js';
-import { Overlay, saveOverlay } from '../../overlay/index.js';
-import { CodecPool } from '../../repository/index.js';
+// The serving path is imported file by file, not through the subsystems' index files: those
+// also pull in restores to qcow2, overlay saving and the backup pipeline, and a mount must be
+// ready in well under a second. What only a writable mount needs is imported when asked for.
+import { startLiveServer } from '../../live/serve.js';
+import { TraceStore } from '../../live/traces.js';
+import type { Overlay } from '../../overlay/index.js';
+import { CodecPool } from '../../repository/codec-pool.js';
 import type { CommandRun } from '../command.js';
 
 /** Runs `vmvault mount` (its options and help: `mountSpec` in specs.ts). */
@@ -43,6 +47,7 @@ export const run: CommandRun = async (ctx, args, v) => {
           tempDir = await mkdtemp(join(tmpdir(), 'vmvault-overlay-'));
           path = join(tempDir, 'overlay');
         }
+        const { Overlay } = await import('../../overlay/index.js');
         overlay = await Overlay.openOrCreate(path, {
           pointId: point.id,
           disk: disk.name,
@@ -82,6 +87,7 @@ export const run: CommandRun = async (ctx, args, v) => {
       const stats = server.reader.stats;
       let saved: string | undefined;
       if (overlay && v['save-on-exit']) {
+        const { saveOverlay } = await import('../../overlay/index.js');
         const r = await saveOverlay(repo, pool, point, overlay, { name: v.name as string | undefined });
         saved = r.point.id;
         say(`saved the overlay as restore point ${saved} (${formatBytes(r.bytesStored)} added)`);
