@@ -91,3 +91,32 @@ export async function sameFiles(a: string, b: string): Promise<boolean> {
   if (r.code > 1) throw new Error(`cmp ${a} ${b} failed: ${r.stderr}`);
   return r.code === 0;
 }
+
+/**
+ * Runs a command the way a user's shell does and returns its wall time as bash's `time` sees it
+ * (ms), plus its output. The bench process forks only the small shell: a bench that holds a
+ * large heap pays tens of milliseconds to fork, which is not the command's start-up.
+ */
+export async function runTimedInShell(
+  cmd: string,
+  args: readonly string[],
+  opts: RunOptions = {},
+): Promise<RunResult> {
+  const script = 'TIMEFORMAT=%R; { time "$@" 2>"$VVBENCH_ERR" ; } 2>"$VVBENCH_TIME"';
+  const dir = mkdtempSync(join(tmpdir(), 'vvbench-sh-'));
+  try {
+    const env = {
+      ...(opts.env ?? process.env),
+      VVBENCH_ERR: join(dir, 'err'),
+      VVBENCH_TIME: join(dir, 'time'),
+    };
+    const r = await run('bash', ['-c', script, 'bash', cmd, ...args], { ...opts, env, allowFail: true });
+    const seconds = Number(readFileSync(join(dir, 'time'), 'utf8').trim().split('\n').pop());
+    const stderr = readFileSync(join(dir, 'err'), 'utf8');
+    if (r.code !== 0 && !opts.allowFail)
+      throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}:\n${stderr.slice(-2000)}`);
+    return { ...r, stderr, ms: seconds * 1000 };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -34,8 +34,12 @@ export interface Backend {
    * with positioned reads. Backends without local files leave it out. E_NOT_FOUND as {@link read}.
    */
   openRead?(name: string): Promise<ReadDescriptor>;
-  /** Writes an object atomically and durably: readers see all of it or nothing. */
-  write(name: string, data: Uint8Array | readonly Uint8Array[]): Promise<void>;
+  /**
+   * Writes an object atomically and durably: readers see all of it or nothing. With
+   * `{ durable: false }` the object is still atomic but may not survive a power loss (for
+   * objects that mean nothing after a crash, such as lock files).
+   */
+  write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: { durable?: boolean }): Promise<void>;
   /** Lists the objects under a prefix directory ("packs", "snapshots"), recursively. */
   list(prefix: string): Promise<ObjectInfo[]>;
   /** Names of the objects under a prefix directory, without sizes (cheaper than {@link list}). */

@@ -138,7 +138,12 @@ export class LocalBackend implements Backend {
     if (h.users === 0 && h.evicted) h.fh.then((f) => f.close()).catch(() => {});
   }
 
-  async write(name: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+  async write(
+    name: string,
+    data: Uint8Array | readonly Uint8Array[],
+    opts: { durable?: boolean } = {},
+  ): Promise<void> {
+    const durable = opts.durable !== false;
     const final = this.path(name);
     const dir = dirname(final);
     if (!this.knownDirs.has(dir)) {
@@ -150,7 +155,7 @@ export class LocalBackend implements Backend {
     try {
       const parts = data instanceof Uint8Array ? [data] : data;
       await fh.writev(parts as Uint8Array[]);
-      await fh.sync();
+      if (durable) await fh.sync();
     } catch (err) {
       await fh.close().catch(() => {});
       await unlink(tmp).catch(() => {});
@@ -158,7 +163,7 @@ export class LocalBackend implements Backend {
     }
     await fh.close();
     await rename(tmp, final);
-    await syncDir(dir);
+    if (durable) await syncDir(dir);
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {

@@ -119,7 +119,7 @@ export async function writeSegment(
 export function decodeSegment(data: Buffer, key: Buffer | null, name: string): PackRecord[] {
   const bad = (why: string): never => {
     throw new VmvaultError('E_INDEX_CORRUPT', `index segment ${name} is damaged: ${why}`, {
-      hint: "run 'vmvault repair-index' to rebuild the index from the packs",
+      hint: `move ${name} out of the repository, then run 'vmvault gc': it indexes the packs again from their trailers`,
     });
   };
   if (!data.subarray(0, INDEX_MAGIC.length).equals(INDEX_MAGIC)) bad('bad magic');

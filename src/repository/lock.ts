@@ -81,7 +81,8 @@ export async function acquireLock(backend: Backend, kind: LockKind, opts: LockOp
   let warned = false;
   for (;;) {
     const name = `locks/${randomBytes(8).toString('hex')}`;
-    await backend.write(name, Buffer.from(JSON.stringify(me)));
+    // Not fsynced: a lock means nothing after a crash (its process is gone, so it is stale).
+    await backend.write(name, Buffer.from(JSON.stringify(me)), { durable: false });
     const conflict = await findConflict(backend, name, kind);
     if (!conflict) return new Lock(backend, name, me);
     await backend.remove(name);

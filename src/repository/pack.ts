@@ -86,19 +86,25 @@ export function encodeEntries(entries: readonly PackEntry[]): Buffer {
   return buf;
 }
 
-/** Parses entries written by {@link encodeEntries} starting at `start`; returns the end offset. */
+/**
+ * Parses entries written by {@link encodeEntries} starting at `start`; returns the end offset.
+ * The digests are views of `buf`, not copies (a command opening a repository parses every
+ * index entry at start-up, so this loop is kept allocation-light).
+ */
 export function decodeEntries(buf: Buffer, start: number, out: PackEntry[], what: string): number {
   if (start + 4 > buf.length) throw new VmvaultError('E_CORRUPT', `${what}: truncated entry table`);
   const n = buf.readUInt32LE(start);
   const end = start + 4 + n * PACK_ENTRY_SIZE;
   if (end > buf.length) throw new VmvaultError('E_CORRUPT', `${what}: entry table overruns (${n} entries)`);
+  const u32 = (at: number): number =>
+    (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16)) + buf[at + 3]! * 0x1000000;
   for (let p = start + 4; p < end; p += PACK_ENTRY_SIZE) {
     out.push({
       type: buf[p] as BlobType,
-      digest: Buffer.from(buf.subarray(p + 1, p + 1 + DIGEST_SIZE)),
-      offset: buf.readUInt32LE(p + 33),
-      length: buf.readUInt32LE(p + 37),
-      rawLength: buf.readUInt32LE(p + 41),
+      digest: buf.subarray(p + 1, p + 1 + DIGEST_SIZE),
+      offset: u32(p + 33),
+      length: u32(p + 37),
+      rawLength: u32(p + 41),
     });
   }
   return end;
