@@ -8,6 +8,7 @@ import { errnoCode, formatBytes, VmvaultError } from '../../core/index.js';
 import { startLiveServer, TraceStore } from '../../live/index.js';
 import { CodecPool } from '../../repository/index.js';
 import type { CommandRun } from '../command.js';
+import { resolvePointDisk } from '../point-disk.js';
 
 function qemuImg(args: string[]): Promise<string> {
   return new Promise((res, rej) => {
@@ -54,10 +55,7 @@ export const run: CommandRun = async (ctx, args, v) => {
     if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
   };
   await ctx.withRepo('shared', `clone ${args[0]}`, async (repo) => {
-    const point = await repo.resolvePoint(args[0]!);
-    const diskName = v.disk as string | undefined;
-    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-    if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
+    const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     const spec = backingSpec(socket, point.id);
     let created = false;
     const existing = await stat(clone).catch((err: unknown) => {

@@ -11,6 +11,7 @@ import { TraceStore } from '../../live/traces.js';
 import type { Overlay } from '../../overlay/index.js';
 import { CodecPool } from '../../repository/codec-pool.js';
 import type { CommandRun } from '../command.js';
+import { resolvePointDisk } from '../point-disk.js';
 
 /** Runs `vmvault mount` (its options and help: `mountSpec` in specs.ts). */
 export const run: CommandRun = async (ctx, args, v) => {
@@ -32,10 +33,7 @@ export const run: CommandRun = async (ctx, args, v) => {
     if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
   };
   await ctx.withRepo('shared', `mount ${args[0]}`, async (repo) => {
-    const point = await repo.resolvePoint(args[0]!);
-    const diskName = v.disk as string | undefined;
-    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-    if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
+    const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     // Chunks are decoded and checked on worker threads; sequential streams are read ahead.
     const pool = new CodecPool(repo);
     let overlay: Overlay | undefined;

@@ -5,6 +5,7 @@ import { recoverDisk, type RecoveryServe } from '../../recovery/index.js';
 import { CodecPool, type DiskRecord, type Repository, type RestorePoint } from '../../repository/index.js';
 import type { CommandRun } from '../command.js';
 import type { Context } from '../context.js';
+import { resolvePointDisk } from '../point-disk.js';
 
 /** Runs `vmvault recover` (its options and help: `recoverSpec` in specs.ts). */
 export const run: CommandRun = async (ctx, args, v, passthrough = []) => {
@@ -27,14 +28,7 @@ export const run: CommandRun = async (ctx, args, v, passthrough = []) => {
   }
   const bandwidth = v.bandwidth === undefined ? undefined : parseBytes(v.bandwidth as string);
   await ctx.withRepo('shared', `recover ${args[0]}`, async (repo) => {
-    const point = await repo.resolvePoint(args[0]!);
-    const diskName = v.disk as string | undefined;
-    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-    if (!disk) {
-      throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`, {
-        hint: `its disks: ${point.disks.map((d) => d.name).join(', ')}`,
-      });
-    }
+    const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     const pool = new CodecPool(repo);
     const bar = ctx.progress(`recover ${point.id.slice(0, 8)}`);
     const say = (m: string): void => {

@@ -2,6 +2,7 @@ import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { CodecPool } from '../../repository/index.js';
 import { restoreDisk } from '../../restore/index.js';
 import type { CommandRun } from '../command.js';
+import { resolvePointDisk } from '../point-disk.js';
 
 /** Runs `vmvault restore` (its options and help: `restoreSpec` in specs.ts). */
 export const run: CommandRun = async (ctx, args, v) => {
@@ -12,14 +13,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   }
   const format = targetFormat(args[1]!, v.format as string | undefined);
   await ctx.withRepo('shared', `restore ${args[0]}`, async (repo) => {
-    const point = await repo.resolvePoint(args[0]!);
-    const diskName = v.disk as string | undefined;
-    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-    if (!disk) {
-      throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`, {
-        hint: `its disks: ${point.disks.map((d) => d.name).join(', ')}`,
-      });
-    }
+    const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     const pool = new CodecPool(repo);
     const bar = ctx.progress(`restore ${point.id.slice(0, 8)}`);
     try {

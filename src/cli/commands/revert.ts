@@ -2,6 +2,7 @@ import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { CodecPool } from '../../repository/index.js';
 import { revertDisk } from '../../restore/index.js';
 import type { CommandRun } from '../command.js';
+import { resolvePointDisk } from '../point-disk.js';
 
 /** Runs `vmvault revert` (its options and help: `revertSpec` in specs.ts). */
 export const run: CommandRun = async (ctx, args, v) => {
@@ -13,10 +14,7 @@ export const run: CommandRun = async (ctx, args, v) => {
     throw new VmvaultError('E_USAGE', `--format takes raw or qcow2, not ${format}`);
   }
   await ctx.withRepo('shared', `revert ${args[0]}`, async (repo) => {
-    const point = await repo.resolvePoint(args[0]!);
-    const diskName = v.disk as string | undefined;
-    const disk = diskName ? point.disks.find((d) => d.name === diskName) : point.disks[0];
-    if (!disk) throw new VmvaultError('E_NOT_FOUND', `restore point ${point.id} has no disk ${diskName}`);
+    const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     const pool = new CodecPool(repo);
     const bar = ctx.progress(`revert ${point.id.slice(0, 8)}`);
     try {
