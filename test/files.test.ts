@@ -126,6 +126,25 @@ describe('files and find', () => {
     assert.equal(ws.ok(['files', 'cat', gptId, '/part2/long file name.txt']), 'fat content\n');
   });
 
+  it('stops quietly when the reader of its output goes away', () => {
+    // `head` exits after one byte; the rest of the 1 MiB file hits a closed pipe.
+    const r = spawnSync(
+      'bash',
+      [
+        '-o',
+        'pipefail',
+        '-c',
+        '"$0" "$1" files cat "$2" /part1/home/alice/big.bin | head -c 1 >/dev/null',
+        process.execPath,
+        `${process.cwd()}/bin/vmvault`,
+        gptId,
+      ],
+      { env: ws.env, encoding: 'utf8' },
+    );
+    assert.equal(r.stderr, '', 'no stack trace on a broken pipe');
+    assert.equal(r.status, 141, 'the status of a process stopped by SIGPIPE');
+  });
+
   it('restores files keeping mode, owner, times, symlinks and hard links', () => {
     const out = ws.path('out');
     ws.ok(['files', 'restore', wholeId, '/disk/etc', '/disk/home', '--to', out]);

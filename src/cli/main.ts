@@ -52,6 +52,12 @@ function commandHelp(c: CommandSpec): string {
 
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // A reader that stops early (`vmvault files cat … | head`) is not a failure: stop quietly, with
+  // the status a process killed by SIGPIPE has, as other command-line tools do.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT_BROKEN_PIPE);
+    throw err;
+  });
   const name = argv[0];
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     const c = COMMANDS.find((x) => x.name === argv[1]);
@@ -128,6 +134,9 @@ function startKeyDerivation(ctx: Context): void {
     // reported by the command itself
   }
 }
+
+/** Exit status after the reader of stdout went away (128 + SIGPIPE). */
+const EXIT_BROKEN_PIPE = 141;
 
 function reportError(err: unknown, json: boolean): number {
   if (isVmvaultError(err)) {
