@@ -27,51 +27,24 @@ import {
   PAGE_FANOUT,
   packObjectName,
   type Repository,
-  type TreeReader,
 } from '../repository/index.js';
 import { ChunkArena } from './chunk-arena.js';
 import { groupRuns, type LocatedChunk, locateChunks, runBytes } from './pack-runs.js';
+import { PrefetchQueue } from './prefetch-queue.js';
+import { MAX_STREAMS, ReadAhead } from './read-ahead.js';
+import {
+  type BorrowedChunks,
+  type Entry,
+  type Pending,
+  type PointReaderOptions,
+  type PointReaderStats,
+  ZERO_ENTRY,
+} from './point-reader-types.js';
+import { LeafCache } from './leaf-cache.js';
 
-/** Counters for what a reader fetched (tests and benchmarks check them). */
-export interface PointReaderStats {
-  /** Data chunks fetched from the repository (zero chunks are never fetched). */
-  chunkFetches: number;
-  chunkBytesFetched: number;
-  cacheHits: number;
-  /** Data chunks fetched by prefetch or read-ahead (included in `chunkFetches`). */
-  prefetched?: number;
-  /** Chunks still queued for prefetch (including read-ahead), cached ones not yet skipped. */
-  prefetchQueued?: number;
-  /** Backend reads made (one per run of adjacent blobs). */
-  packReads?: number;
-}
+export { MAX_STREAMS };
+export type { BorrowedChunks, PointReaderOptions, PointReaderStats };
 
-/** Options of {@link PointReader}. */
-export interface PointReaderOptions {
-  /** Bytes of decoded chunks to keep; default 64 MiB. */
-  cacheBytes?: number;
-  /**
-   * Worker threads to decode and check chunks on. With a pool, adjacent blobs of a pack are
-   * also read with one backend read and decoded into shared memory. Without one, chunks are
-   * read and decoded one by one on the calling thread.
-   */
-  pool?: CodecPool;
-  /** Chunks to prefetch ahead of a sequential stream; default 4 MiB worth, 0 disables. */
-  readAheadChunks?: number;
-}
-
-/**
- * Chunks lent by {@link PointReader.borrow}: `chunks[k]` is chunk `first + k` (null for a zero
- * chunk). The buffers share the reader's cache memory and stay valid only until `release()`.
- */
-export interface BorrowedChunks {
-  chunks: (Buffer | null)[];
-  /** Gives the chunks back; call it exactly once, when nothing reads the buffers any more. */
-  release(): void;
-}
-
-/** Sequential streams tracked at once. */
-export const MAX_STREAMS = 8;
 /** Priority of sequential read-ahead: after every explicit {@link PointReader.prefetch} priority. */
 export const READ_AHEAD_PRIORITY = Number.POSITIVE_INFINITY;
 /** Prefetch batches in flight at once while no guest read waits (one while one does). */
@@ -83,49 +56,6 @@ const MAX_RUN_BYTES = 4 << 20;
 /** Shared read buffers for guest reads, and for prefetch (so prefetch never holds them all). */
 const GUEST_SLABS = 6;
 const PREFETCH_SLABS = 2;
-
-/** A decoded chunk in the cache (or just fetched). */
-interface Entry {
-  /** The content, or null for a zero chunk. A view of `slot` when slot ≥ 0. */
-  data: Buffer | null;
-  /** Arena slot holding the content, or -1 (heap buffer or zero chunk). */
-  slot: number;
-  /** Fetched by prefetch and not read since. */
-  prefetched: boolean;
-}
-
-/** Called once when a fetched chunk lands (`entry`) or fails (`entry` null, `err`). */
-type Waiter = (entry: Entry | null, err?: unknown) => void;
-
-/** A chunk being fetched. */
-interface Pending {
-  waiters: Waiter[];
-  /** Slot references to add for readers that asked while it was in flight. */
-  pins: number;
-  /** Fetched by prefetch, and nobody read it while in flight. */
-  prefetch: boolean;
-}
-
-/** Leaf pages of the tree kept decoded: 64 leaves map 32768 chunks (2 GiB of 64 KiB chunks). */
-const MAX_LEAVES = 64;
-
-interface Stream {
-  /** Chunk a continuing read would start at. */
-  next: number;
-  /** Sequential reads seen. */
-  hits: number;
-  /** Chunks up to here (exclusive) have been queued for read-ahead. */
-  prefetchedTo: number;
-  used: number;
-}
-
-/** A queued prefetch range `[next, end)`, consumed from the front. */
-interface QueuedRange {
-  next: number;
-  end: number;
-}
-
-const ZERO_ENTRY: Entry = { data: null, slot: -1, prefetched: false };
 
 /** A restore point's disk as a random-access block reader. */
 export class PointReader implements BlockReader {
@@ -139,10 +69,8 @@ export class PointReader implements BlockReader {
     prefetchQueued: 0,
     packReads: 0,
   };
-  private readonly tree: TreeReader;
   /** Decoded leaf pages by leaf number (chunk digests), and leaves being loaded. */
-  private readonly leaves = new Map<number, readonly (Buffer | null)[]>();
-  private readonly leafLoads = new Map<number, Promise<readonly (Buffer | null)[]>>();
+  private readonly leaves: LeafCache;
   private readonly cache = new Map<number, Entry>();
   private readonly inflight = new Map<number, Pending>();
   private cachedBytes = 0;
@@ -156,16 +84,15 @@ export class PointReader implements BlockReader {
   /** Shared read buffers (guest reads, prefetch), made on first use: see {@link fetchRun}. */
   private guestSlabs: SlabPool | null = null;
   private prefetchSlabs: SlabPool | null = null;
-  private readonly readAhead: number;
+  /** Sequential-stream tracking; null when read-ahead is off. */
+  private readonly readAhead: ReadAhead | null;
   private readonly chunkCount: number;
-  private readonly streams: Stream[] = [];
-  private clock = 0;
   /** Guest chunk requests waiting for the next batch (flushed in a microtask). */
   private guestBatch: number[] = [];
   /** Guest chunks in flight. */
   private guestPending = 0;
   /** Prefetch queue: priority → ranges in the order given. */
-  private readonly queue = new Map<number, QueuedRange[]>();
+  private readonly queue = new PrefetchQueue();
   private prefetchBatches = 0;
   /** Chunks of prefetch batches in flight. */
   private prefetchInFlight = 0;
@@ -181,7 +108,7 @@ export class PointReader implements BlockReader {
     this.size = disk.size;
     this.chunkSize = disk.chunkSize;
     this.chunkCount = Math.ceil(disk.size / disk.chunkSize);
-    this.tree = repo.treeReader(fromHex(disk.root), disk.size, disk.chunkSize);
+    this.leaves = new LeafCache(repo.treeReader(fromHex(disk.root), disk.size, disk.chunkSize));
     this.cacheLimit = opts.cacheBytes ?? 64 << 20;
     this.maxEntries = Math.max(1024, Math.floor(this.cacheLimit / 1024));
     this.cacheChunks = Math.max(4, Math.floor(this.cacheLimit / disk.chunkSize));
@@ -189,10 +116,11 @@ export class PointReader implements BlockReader {
     this.arena = this.pool ? new ChunkArena(disk.chunkSize, this.cacheChunks) : null;
     // Read-ahead must fit in the cache several times over, or it would evict itself.
     const dflt = Math.max(4, Math.floor((4 << 20) / disk.chunkSize));
-    this.readAhead = Math.max(
+    const window = Math.max(
       0,
       Math.min(opts.readAheadChunks ?? dflt, Math.floor(this.cacheChunks / (2 * MAX_STREAMS))),
     );
+    this.readAhead = window > 0 ? new ReadAhead(window, this.chunkCount) : null;
   }
 
   // ---- reading -----------------------------------------------------------------------------
@@ -276,7 +204,7 @@ export class PointReader implements BlockReader {
       const next = Math.min(end, (i + 1) * cs);
       if (Math.floor(i / PAGE_FANOUT) !== leafNo) {
         leafNo = Math.floor(i / PAGE_FANOUT);
-        leaf = this.leaves.get(leafNo) ?? (await this.loadLeaf(leafNo));
+        leaf = await this.leaves.leaf(leafNo);
       }
       const data = (leaf[i - leafNo * PAGE_FANOUT] ?? null) !== null;
       const prev = out[out.length - 1];
@@ -392,30 +320,7 @@ export class PointReader implements BlockReader {
 
   /** Digest of chunk `index` (null for a zero chunk), from the decoded leaf pages. */
   private digest(index: number): Buffer | null | Promise<Buffer | null> {
-    const leafNo = Math.floor(index / PAGE_FANOUT);
-    const leaf = this.leaves.get(leafNo);
-    if (leaf) return leaf[index - leafNo * PAGE_FANOUT] ?? null;
-    return this.loadLeaf(leafNo).then((l) => l[index - leafNo * PAGE_FANOUT] ?? null);
-  }
-
-  private loadLeaf(leafNo: number): Promise<readonly (Buffer | null)[]> {
-    let load = this.leafLoads.get(leafNo);
-    if (!load) {
-      load = this.tree.leaf(leafNo).then(
-        (leaf) => {
-          this.leafLoads.delete(leafNo);
-          this.leaves.set(leafNo, leaf);
-          if (this.leaves.size > MAX_LEAVES) this.leaves.delete(this.leaves.keys().next().value as number);
-          return leaf;
-        },
-        (err: unknown) => {
-          this.leafLoads.delete(leafNo);
-          throw err;
-        },
-      );
-      this.leafLoads.set(leafNo, load);
-    }
-    return load;
+    return this.leaves.digest(index);
   }
 
   private flushGuest(): void {
@@ -725,18 +630,11 @@ export class PointReader implements BlockReader {
    */
   prefetch(ranges: readonly [number, number][], priority = 0): void {
     if (Number.isNaN(priority)) throw new VmvaultError('E_USAGE', 'prefetch priority must be a number');
-    let list = this.queue.get(priority);
-    for (const [a, b] of ranges) {
-      const first = Math.max(0, Math.floor(a));
-      const end = Math.min(this.chunkCount, Math.ceil(b));
-      if (!(end > first)) continue;
-      if (!list) {
-        list = [];
-        this.queue.set(priority, list);
-      }
-      list.push({ next: first, end });
-      this.stats.prefetchQueued = (this.stats.prefetchQueued ?? 0) + (end - first);
-    }
+    this.queue.add(
+      ranges.map(([a, b]) => [Math.max(0, Math.floor(a)), Math.min(this.chunkCount, Math.ceil(b))]),
+      priority,
+    );
+    this.stats.prefetchQueued = this.queue.pending;
     this.schedulePump();
   }
 
@@ -747,7 +645,7 @@ export class PointReader implements BlockReader {
   }
 
   private schedulePump(): void {
-    if (this.pumpScheduled || this.queue.size === 0) return;
+    if (this.pumpScheduled || this.queue.empty) return;
     this.pumpScheduled = true;
     queueMicrotask(() => {
       this.pumpScheduled = false;
@@ -758,7 +656,7 @@ export class PointReader implements BlockReader {
   /** Starts prefetch batches while the rules allow. */
   private pump(): void {
     const perBatch = Math.max(1, Math.floor(PREFETCH_BATCH_BYTES / this.chunkSize));
-    while (this.queue.size > 0) {
+    while (!this.queue.empty) {
       const limit = this.guestPending > 0 ? 1 : MAX_PREFETCH_BATCHES;
       if (this.prefetchBatches >= limit) return;
       const budget = Math.floor(this.cacheChunks / 2) - this.prefetchResident - this.prefetchInFlight;
@@ -775,72 +673,25 @@ export class PointReader implements BlockReader {
   }
 
   /**
-   * Up to `max` queued chunks from the front of the queue that are neither cached nor in
-   * flight, in priority and then queue order, registered as in flight. Consumes what it looks
-   * at.
+   * Up to `max` queued chunks that are neither cached nor in flight, in priority and then queue
+   * order, registered as in flight. Consumes what it looks at.
    */
   private takeQueued(max: number): number[] {
-    const out: number[] = [];
-    const priorities = [...this.queue.keys()].sort((a, b) => a - b);
-    for (const pr of priorities) {
-      const list = this.queue.get(pr)!;
-      while (list.length > 0 && out.length < max) {
-        const r = list[0]!;
-        while (r.next < r.end && out.length < max) {
-          const i = r.next++;
-          this.stats.prefetchQueued = (this.stats.prefetchQueued ?? 0) - 1;
-          if (!this.cache.has(i) && !this.inflight.has(i)) {
-            this.pend(i, true);
-            out.push(i);
-          }
-        }
-        if (r.next >= r.end) list.shift();
-        else break;
-      }
-      if (list.length === 0) this.queue.delete(pr);
-      if (out.length >= max || list.length > 0) break;
-    }
+    const out = this.queue.take(max, (i) => {
+      if (this.cache.has(i) || this.inflight.has(i)) return false;
+      this.pend(i, true); // at once: the same chunk queued twice is taken once
+      return true;
+    });
+    this.stats.prefetchQueued = this.queue.pending;
     return out;
   }
 
   /** Records an access to chunks [first, end) and queues read-ahead for sequential streams. */
   private noteAccess(first: number, end: number): void {
-    if (this.readAhead === 0) return;
-    this.clock++;
-    // A read continuing a stream starts at (or a little before/after) where the last one ended.
-    const slack = Math.max(2, this.readAhead >> 1);
-    let s = this.streams.find((x) => first >= x.next - slack && first <= x.next + slack);
-    if (!s) {
-      if (this.streams.length >= MAX_STREAMS) {
-        let lru = 0;
-        for (let k = 1; k < this.streams.length; k++)
-          if (this.streams[k]!.used < this.streams[lru]!.used) lru = k;
-        this.streams.splice(lru, 1);
-      }
-      s = { next: end, hits: 0, prefetchedTo: end, used: this.clock };
-      this.streams.push(s);
-      return;
-    }
-    s.hits++;
-    s.used = this.clock;
-    s.next = Math.max(s.next, end);
-    if (s.hits < 2) return;
-    // Top up once less than half the window is left ahead of the reader.
-    if (s.prefetchedTo - s.next > this.readAhead >> 1) return;
-    const from = Math.max(s.prefetchedTo, s.next);
-    const to = Math.min(this.chunkCount, s.next + this.readAhead);
-    s.prefetchedTo = Math.max(s.prefetchedTo, to);
-    if (to <= from) return;
+    const range = this.readAhead?.access(first, end);
+    if (!range) return;
     // Read-ahead that fell behind its stream is worthless: keep the queue to a few windows.
-    const list = this.queue.get(READ_AHEAD_PRIORITY);
-    const cap = MAX_STREAMS * this.readAhead;
-    let queued = 0;
-    for (const r of list ?? []) queued += r.end - r.next;
-    while (list && list.length > 0 && queued + (to - from) > cap) {
-      const old = list.shift()!;
-      queued -= old.end - old.next;
-      this.stats.prefetchQueued = (this.stats.prefetchQueued ?? 0) - (old.end - old.next);
-    }
-    this.prefetch([[from, to]], READ_AHEAD_PRIORITY);
+    this.queue.trim(READ_AHEAD_PRIORITY, MAX_STREAMS * this.readAhead!.window, range[1] - range[0]);
+    this.prefetch([range], READ_AHEAD_PRIORITY);
   }
 }
