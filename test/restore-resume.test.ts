@@ -32,6 +32,8 @@ describe('resumable restore', () => {
       const first = ws.path('first.raw');
       await restoreDisk(repo, pool, disk, first, {
         maxReadBytes: 256 << 10,
+        // Paced so several checkpoints fall inside the copy however fast this machine decodes.
+        bytesPerSecond: 24 << 20,
         checkpoint: {
           everyBytes: 1 << 20,
           save: async (chunk) => {

@@ -119,6 +119,8 @@ export async function restoreDisk(
       })
       .finally(() => {
         checkpointing = null;
+        // Runs that finished while this checkpoint synced did not start one: catch up.
+        if (pendingRuns.size > 0) maybeCheckpoint();
       });
   };
   progress.done = Math.min(disk.size, fromChunk * cs);
