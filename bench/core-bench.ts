@@ -85,9 +85,15 @@ function report(m: (k: string) => number): string {
   };
   time('full backup, wall time (vmvault encrypted)', 'vm.full', 'restic.full', 0.25);
   time('full backup, wall time (vmvault unencrypted)', 'vm.plain.full', 'restic.full');
+  time(
+    'full backup, wall time (vmvault encrypted, `init --compression lz4`)',
+    'vm.lz4.full',
+    'restic.full',
+    0.25,
+  );
   rows.push([
     'repository size after full backup',
-    `${fmtBytes(m('vm.full.growth'))} enc / ${fmtBytes(m('vm.plain.full.growth'))} plain`,
+    `${fmtBytes(m('vm.full.growth'))} enc / ${fmtBytes(m('vm.plain.full.growth'))} plain / ${fmtBytes(m('vm.lz4.full.growth'))} lz4 enc`,
     fmtBytes(m('restic.full.growth')),
     fmtRatio(m('vm.full.growth'), m('restic.full.growth')),
     'info',
@@ -99,6 +105,12 @@ function report(m: (k: string) => number): string {
   growth('repository growth, unaligned incremental', 'vm.incU', 'restic.incU', 'changedUnaligned');
   time('full restore, wall time', 'vm.restore', 'restic.restore', 1 / 3);
   time(
+    'full restore from the lz4 repository (its full backup), wall time',
+    'vm.lz4.restore',
+    'restic.restore',
+    1 / 3,
+  );
+  time(
     'full restore, restic followed by `sync FILE` (vmvault fsyncs, restic 0.14 does not)',
     'vm.restore',
     'restic.restoreSync',
@@ -106,6 +118,7 @@ function report(m: (k: string) => number): string {
   const rss = Math.max(
     m('vm.full.rss'),
     m('vm.plain.full.rss'),
+    m('vm.lz4.full.rss'),
     m('vm.incA.rss'),
     m('vm.incU.rss'),
     m('vm.same.rss'),

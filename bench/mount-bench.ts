@@ -1,7 +1,11 @@
 /**
  * Mount and image-source benchmark (issue #3), in one run:
  *
- *   npx tsc -p . && node dist/bench/mount-bench.js [--size-mib N] [--runs 2] [--mount-only] [--keep]
+ *   npx tsc -p . && node dist/bench/mount-bench.js [--size-mib N] [--runs 2] [--mount-only]
+ *     [--compression zstd|lz4|none] [--keep]
+ *
+ * `--compression` is what the benchmark repositories are created with (`vmvault init
+ * --compression`, default zstd).
  *
  * The image: by default the 4 GiB benchmark disk (`bench/lib/image.ts`: a sparse raw file holding
  * an ext4 filesystem of `--source`, default /usr/lib/x86_64-linux-gnu); with `--size-mib N` a
@@ -104,7 +108,7 @@ function timeBackup(
   env: Record<string, string> = {},
 ): { seconds: number; id: string; bytesRead: number } {
   rmSync(repo, { recursive: true, force: true });
-  vmvault(repo, ['init', '-q']);
+  vmvault(repo, ['init', '-q', '--compression', textArg('--compression', 'zstd')]);
   const t0 = process.hrtime.bigint();
   const out = JSON.parse(vmvault(repo, ['backup', image, '--json', '--no-progress'], env));
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -269,7 +273,7 @@ async function main(): Promise<void> {
       );
     }
     const out = [
-      `## vmvault mount / image-source benchmark (${sizeMiB} MiB ${synthetic ? 'striped' : 'ext4'} image, best of ${runs} alternating rounds)`,
+      `## vmvault mount / image-source benchmark (${sizeMiB} MiB ${synthetic ? 'striped' : 'ext4'} image, ${textArg('--compression', 'zstd')} repositories, best of ${runs} alternating rounds)`,
       '',
       ...rows,
       '',

@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "vmvault_native",
-      "sources": ["seek.c"],
-      "cflags": ["-O2", "-Wall"]
+      "sources": ["seek.c", "lz4.c"],
+      "cflags": ["-O2", "-Wall"],
+      "libraries": ["-llz4"]
     }
   ]
 }

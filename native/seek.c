@@ -5,6 +5,7 @@
  *     returns -1 when the kernel answers ENXIO (no more data/hole past offset);
  *     throws on any other error.
  *   blkGetSize64(fd) -> number            size of a block device (BLKGETSIZE64)
+ *   lz4Bound / lz4CompressInto / lz4DecompressInto   LZ4 frames (lz4.c)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,6 +17,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
+
+#include "vmvault-lz4.h"
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
   char msg[128];
@@ -76,6 +79,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"blkGetSize64", NULL, js_blk_size, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  vmvault_lz4_register(env, exports);
   return exports;
 }
 

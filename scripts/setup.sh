@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 PACKAGES=(
-  build-essential python3            # native addons (better-sqlite3, zstd-napi, vmvault's own)
+  build-essential python3 liblz4-dev # native addons (better-sqlite3, zstd-napi, vmvault's own: lz4)
   e2fsprogs dosfstools mtools gdisk fdisk   # filesystems and partition tables for tests
   qemu-utils qemu-system-x86 qemu-system-common   # qemu-img, qemu-nbd, qemu-io, qemu-storage-daemon
   libnbd-bin nbdkit                  # nbdinfo, nbdcopy, nbdkit: NBD peers

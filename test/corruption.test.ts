@@ -20,8 +20,14 @@ function packs(repo: string): string[] {
   return out.sort((a, b) => statSync(b).size - statSync(a).size);
 }
 
-for (const encrypted of [false, true]) {
-  describe(`damage in a ${encrypted ? 'encrypted' : 'plain'} repository`, () => {
+const VARIANTS = [
+  { label: 'plain', encrypted: false, init: ['init'] },
+  { label: 'encrypted', encrypted: true, init: ['init', '--encrypt'] },
+  { label: 'plain lz4-compressed', encrypted: false, init: ['init', '--compression', 'lz4'] },
+];
+
+for (const { label, encrypted, init } of VARIANTS) {
+  describe(`damage in a ${label} repository`, () => {
     const ws = new Workspace();
     const env = encrypted ? { VMVAULT_PASSWORD: 'pw' } : {};
     let a = '';
@@ -31,7 +37,7 @@ for (const encrypted of [false, true]) {
       makeExt4Image(ws.path('a.img'), 24 << 20, ws.path('tree'));
       makeTree(ws.path('tree2'), { randomMiB: 2, seed: 99 });
       makeExt4Image(ws.path('b.img'), 24 << 20, ws.path('tree2'));
-      ws.ok(encrypted ? ['init', '--encrypt'] : ['init'], env);
+      ws.ok(init, env);
       a = ws.ok(['backup', ws.path('a.img'), '--name', 'a', '--json'], env).id;
       b = ws.ok(['backup', ws.path('b.img'), '--name', 'b', '--json'], env).id;
     });

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { allocated, BIN, fileHash, makeExt4Image, makeTree, randomWrites, Workspace } from './helpers.js';
 
 describe('backup and restore of ext4 images', () => {
@@ -114,5 +115,27 @@ describe('backup and restore of ext4 images', () => {
     assert.match(m.stderr, /cannot open .*missing\.img: it does not exist/);
     const n = ws.run(['list'], { VMVAULT_REPO: ws.path('nowhere') });
     assert.match(n.stderr, /no vmvault repository at .*nowhere; create one with 'vmvault init'/);
+    const c = ws.run(['init', '--compression', 'brotli'], { VMVAULT_REPO: ws.path('brotli') });
+    assert.equal(c.code, 2);
+    assert.match(c.stderr, /^vmvault: --compression must be zstd, lz4 or none, not brotli/);
+    const l = ws.run(['init', '--compression', 'lz4', '--compression-level', '13'], {
+      VMVAULT_REPO: ws.path('lz4'),
+    });
+    assert.equal(l.code, 2);
+    assert.match(l.stderr, /--compression-level for lz4 must be -64 \(fastest\) to 12/);
+    assert.equal(existsSync(ws.path('brotli')) || existsSync(ws.path('lz4')), false);
+  });
+
+  it('creates an lz4 repository whose config says so, and restores from it exactly', () => {
+    const repo = { VMVAULT_REPO: ws.path('lz4-repo') };
+    const init = ws.ok(['init', '--compression', 'lz4', '--json'], repo);
+    assert.deepEqual(init.compression, { algorithm: 'lz4', level: 0 });
+    const img = ws.path('lz4.img');
+    makeExt4Image(img, 32 << 20, ws.path('tree'));
+    const b = ws.ok(['backup', img, '--name', 'lz4', '--json'], repo);
+    assert.ok(b.bytesStored < b.bytesRead, `lz4 stored ${b.bytesStored} of ${b.bytesRead}`);
+    ws.ok(['restore', b.id, ws.path('lz4-out.img')], repo);
+    assert.equal(fileHash(ws.path('lz4-out.img')), fileHash(img));
+    assert.match(ws.run(['verify'], repo).stdout, /no problems found/);
   });
 });

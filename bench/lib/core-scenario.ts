@@ -1,5 +1,6 @@
 /**
- * One repetition of the core benchmark: full backup (vmvault plain and encrypted, restic),
+ * One repetition of the core benchmark: full backup (vmvault plain and encrypted, zstd and lz4;
+ * restic),
  * incrementals after aligned and unaligned random writes, an unchanged backup, full restores.
  */
 import { mkdir, rm } from 'node:fs/promises';
@@ -37,6 +38,7 @@ export async function runCoreScenario(input: ScenarioInput): Promise<Figures> {
   const env = { ...process.env, XDG_CACHE_HOME: join(dir, 'xdg-cache'), VMVAULT_PASSWORD: PASSWORD };
   const plain = new Vmvault(join(dir, 'vmvault-plain'), env);
   const enc = new Vmvault(join(dir, 'vmvault-enc'), env);
+  const lz4 = new Vmvault(join(dir, 'vmvault-enc-lz4'), env);
   const restic = new Restic(join(dir, 'restic'), join(dir, 'restic-cache'), PASSWORD);
   const f: Figures = {};
   const vmBackup = async (repo: Vmvault, key: string) => {
@@ -65,9 +67,11 @@ export async function runCoreScenario(input: ScenarioInput): Promise<Figures> {
 
   await plain.init({ encrypt: false });
   await enc.init({ encrypt: true });
+  await lz4.init({ encrypt: true, compression: 'lz4' });
   await restic.init();
   await vmBackup(plain, 'vm.plain.full');
   await vmBackup(enc, 'vm.full');
+  const lz4Point = await vmBackup(lz4, 'vm.lz4.full');
   await resticBackup('restic.full');
 
   f.changedAligned = await applyWrites(img, input.aligned, new Prng(input.seed + 1));
@@ -89,6 +93,15 @@ export async function runCoreScenario(input: ScenarioInput): Promise<Figures> {
   if (!(await sameFiles(img, vr.file)))
     throw new Error(`RESTORE MISMATCH: vmvault restored ${vr.file} differs from ${img}`);
   await rm(vr.file, { force: true });
+
+  await warmDir(lz4.repo);
+  const lr = await lz4.restore(lz4Point.id, join(dir, 'vmvault-lz4-restored.img'));
+  f['vm.lz4.restore.ms'] = lr.ms;
+  note(`vm.lz4.restore: ${(lr.ms / 1000).toFixed(2)} s`);
+  if (!(await sameFiles(input.master, lr.file)))
+    throw new Error(`RESTORE MISMATCH: vmvault (lz4) restored ${lr.file} differs from the master image`);
+  await rm(lr.file, { force: true });
+  await rm(lz4.repo, { recursive: true, force: true });
 
   await warmDir(restic.repo);
   const rr = await restic.restore(join(dir, 'restic-restored'), 'disk.img');

@@ -32,10 +32,11 @@ export class Vmvault {
     });
   }
 
-  /** `vmvault init` with optional `--encrypt` and `--chunk-size`. */
-  async init(opts: { encrypt: boolean; chunkSize?: string }): Promise<void> {
+  /** `vmvault init` with optional `--encrypt`, `--chunk-size` and `--compression`. */
+  async init(opts: { encrypt: boolean; chunkSize?: string; compression?: string }): Promise<void> {
     const args = ['init'];
     if (opts.encrypt) args.push('--encrypt');
+    if (opts.compression) args.push('--compression', opts.compression);
     if (opts.chunkSize) args.push('--chunk-size', opts.chunkSize);
     await this.cli(args);
   }

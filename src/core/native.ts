@@ -1,7 +1,8 @@
 /**
  * Loader for vmvault's small native addon (native/seek.c): lseek with SEEK_DATA/SEEK_HOLE and
- * the size of block devices, which Node.js does not expose. Everything that uses it has a slower
- * fallback, so a missing build only costs speed.
+ * the size of block devices, which Node.js does not expose, and LZ4 frames (liblz4). Everything
+ * but LZ4 has a slower fallback, so a missing build only costs speed; repositories created with
+ * lz4 compression need it.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -13,6 +14,19 @@ export interface NativeAddon {
   lseek(fd: number, offset: number, whence: number): number;
   /** Size of a block device in bytes (BLKGETSIZE64). */
   blkGetSize64(fd: number): number;
+  /** Worst-case size of the LZ4 frame of `n` content bytes. */
+  lz4Bound(n: number): number;
+  /**
+   * Writes one LZ4 frame of `src` (content size and XXH32 content checksum in the frame) into
+   * `dst` from `at`; returns its length. `dst` must hold `lz4Bound(src.length)` bytes from `at`.
+   */
+  lz4CompressInto(src: Uint8Array, dst: Uint8Array, at: number, level: number): number;
+  /**
+   * Decodes exactly one LZ4 frame into `dst`; returns the content length. Throws (code
+   * `E_LZ4`) when the frame is damaged or truncated, its checksum fails, bytes follow it, or
+   * its content does not fit `dst`.
+   */
+  lz4DecompressInto(frame: Uint8Array, dst: Uint8Array): number;
 }
 
 export const SEEK_END = 2;

@@ -7,16 +7,23 @@
  * carries the content size and the content checksum (XXH64). Such a blob checks itself: a reader
  * that trusts the self-check skips recomputing the SHA-256 / HMAC digest, which is the costliest
  * step of a read. Chunks that do not compress are stored as a frame of raw blocks, which
- * decodes at memory speed.
+ * decodes at memory speed. Repositories created with lz4 compression write `checkedLz4` blobs
+ * instead: the digest, then one LZ4 frame with its content size and XXH32 content checksum.
  */
 import { Compressor, Decompressor } from 'zstd-napi';
 import zstd from 'zstd-napi/binding.js';
-import { VmvaultError } from '../core/index.js';
+import { type NativeAddon, nativeAddon, VmvaultError } from '../core/index.js';
+import type { Compression } from './config.js';
 import { digestOf, hex, seal, unseal } from './crypto.js';
 import {
   COMPRESSION_MIN_SAVING,
   Codec,
   DIGEST_SIZE,
+  LZ4_FLG_CONTENT_CHECKSUM,
+  LZ4_FLG_CONTENT_SIZE,
+  LZ4_FLG_VERSION,
+  LZ4_FLG_VERSION_MASK,
+  LZ4_MAGIC,
   REPO_FORMAT_VERSION,
   ZSTD_MAGIC,
   ZSTD_MAX_BLOCK,
@@ -60,26 +67,47 @@ function rawFrame(data: Uint8Array, checksum: Uint8Array, head: readonly Uint8Ar
   return out;
 }
 
+/** The native addon, or an E_UNSUPPORTED error saying that LZ4 blobs need it. */
+function lz4Addon(): NativeAddon {
+  const addon = nativeAddon();
+  if (!addon) {
+    throw new VmvaultError(
+      'E_UNSUPPORTED',
+      "this repository uses lz4 compression, which needs vmvault's native addon",
+      {
+        hint: "run 'npm run build' (it needs the liblz4-dev package)",
+      },
+    );
+  }
+  return addon;
+}
+
 /** Reusable state of an encoder (one zstd context per thread). */
 export class BlobEncoder {
   private readonly compressor: Compressor | null;
   private readonly checked: boolean;
+  private readonly lz4: NativeAddon | null;
+  private readonly level: number;
 
   /**
-   * @param level zstd level (negative levels are the fast ones), or 0 for no compression.
+   * @param compression the repository's compression (zstd level 0 or `none`: no compression).
    * @param key AES key, or null for a plain repository.
    * @param formatVersion layout version of the repository: version 2 writes self-checked blobs
    *   (when compression is on); version 1 writes what version 1 readers know.
    */
   constructor(
-    level: number,
+    compression: Compression,
     private readonly key: Buffer | null,
     formatVersion: number = REPO_FORMAT_VERSION,
   ) {
-    this.checked = formatVersion >= 2 && level !== 0;
-    if (level !== 0) {
+    const on =
+      compression.algorithm !== 'none' && (compression.algorithm === 'lz4' || compression.level !== 0);
+    this.level = compression.level;
+    this.checked = formatVersion >= 2 && on;
+    this.lz4 = on && compression.algorithm === 'lz4' ? lz4Addon() : null;
+    if (on && !this.lz4) {
       this.compressor = new Compressor();
-      this.compressor.setParameters({ compressionLevel: level, checksumFlag: this.checked });
+      this.compressor.setParameters({ compressionLevel: compression.level, checksumFlag: this.checked });
     } else {
       this.compressor = null;
     }
@@ -87,6 +115,15 @@ export class BlobEncoder {
 
   /** Encodes `data`, the content named `digest`, for storage. */
   encode(data: Uint8Array, digest: Uint8Array): Buffer {
+    if (this.lz4) {
+      // LZ4 frames store incompressible blocks raw by themselves: no second form is needed.
+      const at = 1 + DIGEST_SIZE;
+      const out = Buffer.allocUnsafe(at + this.lz4.lz4Bound(data.length));
+      out[0] = Codec.checkedLz4;
+      out.set(digest, 1);
+      const plain = out.subarray(0, at + this.lz4.lz4CompressInto(data, out, at, this.level));
+      return this.key ? seal(this.key, [plain]) : plain;
+    }
     if (this.checked) {
       const z = this.compressor!.compress(data);
       const head = [Buffer.of(Codec.checked), digest];
@@ -207,6 +244,32 @@ export class BlobDecoder {
         throw damaged(`zstd: ${(e as Error).message}`);
       }
       if (frameSize !== frame.length) throw damaged('trailing bytes after the frame');
+      if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
+      selfChecked = true;
+    } else if (codec === Codec.checkedLz4) {
+      // FLG, BD, content size (8), header checksum, end mark (4): the smallest valid frame.
+      if (plain.length < 1 + DIGEST_SIZE + 4 + 2 + 8 + 1 + 4) throw damaged('too short');
+      if (!plain.subarray(1, 1 + DIGEST_SIZE).equals(digest))
+        throw damaged('it was stored for another chunk');
+      const frame = plain.subarray(1 + DIGEST_SIZE);
+      const flg = frame[4]!;
+      if (
+        frame.readUInt32LE(0) !== LZ4_MAGIC ||
+        (flg & LZ4_FLG_VERSION_MASK) !== LZ4_FLG_VERSION ||
+        (flg & LZ4_FLG_CONTENT_SIZE) === 0 ||
+        (flg & LZ4_FLG_CONTENT_CHECKSUM) === 0
+      ) {
+        throw damaged('not a checksummed LZ4 frame');
+      }
+      const size = frame.readBigUInt64LE(6);
+      if (size !== BigInt(rawLength)) throw damaged(`length ${size}, expected ${rawLength}`);
+      const addon = lz4Addon();
+      let n: number;
+      try {
+        n = addon.lz4DecompressInto(frame, target);
+      } catch (e) {
+        throw damaged(`lz4: ${(e as Error).message}`);
+      }
       if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
       selfChecked = true;
     } else {

@@ -23,7 +23,7 @@ describe('CodecPool start-up', () => {
 
   /** Two encoded chunks back to back in shared memory, with their decode items. */
   function run(target: SharedArrayBuffer) {
-    const enc = new BlobEncoder(repo.config.compression.level, repo.sealKey, repo.config.version);
+    const enc = new BlobEncoder(repo.config.compression, repo.sealKey, repo.config.version);
     const chunks = [
       Buffer.alloc(65536, 'vmvault '),
       Buffer.from(Array.from({ length: 65536 }, (_, i) => i % 251)),

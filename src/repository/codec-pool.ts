@@ -64,7 +64,7 @@ export class CodecPool {
 
   constructor(repo: Repository, threads = Math.max(1, availableParallelism())) {
     const workerData = {
-      level: repo.config.compression.level,
+      compression: repo.config.compression,
       version: repo.config.version,
       key: repo.sealKey ? new Uint8Array(repo.sealKey) : null,
       macKey: repo.macKey ? new Uint8Array(repo.macKey) : null,

@@ -6,11 +6,12 @@ import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { VmvaultError } from '../core/index.js';
 import { BlobDecoder, BlobEncoder, type DecodeOptions } from './blob-codec.js';
+import type { Compression } from './config.js';
 import { digestOf } from './crypto.js';
 import { DIGEST_SIZE } from './format.js';
 
 interface Init {
-  level: number;
+  compression: Compression;
   /** Layout version of the repository (what the encoder writes). */
   version: number;
   key: Uint8Array | null;
@@ -19,7 +20,7 @@ interface Init {
 
 const init = workerData as Init;
 const key = init.key ? Buffer.from(init.key) : null;
-const encoder = new BlobEncoder(init.level, key, init.version);
+const encoder = new BlobEncoder(init.compression, key, init.version);
 const macKey = init.macKey ? Buffer.from(init.macKey) : null;
 const decoder = new BlobDecoder(key, macKey);
 const ZEROS = Buffer.alloc(16 << 20);

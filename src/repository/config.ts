@@ -4,7 +4,7 @@
  * It is plain JSON (no secrets in clear) so a repository describes itself.
  */
 import { randomBytes } from 'node:crypto';
-import { VmvaultError } from '../core/index.js';
+import { nativeAddon, VmvaultError } from '../core/index.js';
 import {
   deriveKey,
   type MasterKey,
@@ -30,7 +30,7 @@ export interface RepoConfig {
   createdAt: string;
   chunkSize: number;
   packSize: number;
-  compression: { algorithm: 'zstd' | 'none'; level: number };
+  compression: Compression;
   encryption: null | {
     cipher: 'aes-256-gcm';
     kdf: { name: 'scrypt'; N: number; r: number; p: number; salt: string };
@@ -39,11 +39,27 @@ export interface RepoConfig {
   };
 }
 
+/**
+ * How new blobs are compressed. `zstd` (the default) at `level`; `lz4` (format version 2 only)
+ * trades about a third more stored bytes for about 1.5× faster backups and 2× faster reads;
+ * `none` stores blobs raw. Readers ignore it: each blob names its own codec.
+ */
+export interface Compression {
+  algorithm: CompressionAlgorithm;
+  /** zstd level (negative = fast levels), LZ4 level (0 = fast; negative = acceleration), or 0. */
+  level: number;
+}
+
+/** The compression algorithms a repository can be created with. */
+export type CompressionAlgorithm = 'zstd' | 'lz4' | 'none';
+
 /** Creates a new config, with a new master key when a passphrase is given. */
 export async function createConfig(opts: {
   chunkSize: number;
   packSize: number;
   compressionLevel: number;
+  /** Default `zstd` (`none` when the level is 0). */
+  compressionAlgorithm?: CompressionAlgorithm;
   passphrase: string | null;
   /** Layout version to write; default {@link REPO_FORMAT_VERSION}. */
   formatVersion?: number;
@@ -59,7 +75,7 @@ export async function createConfig(opts: {
     createdAt: new Date().toISOString(),
     chunkSize: opts.chunkSize,
     packSize: opts.packSize,
-    compression: { algorithm: opts.compressionLevel !== 0 ? 'zstd' : 'none', level: opts.compressionLevel },
+    compression: compressionFor(opts.compressionAlgorithm, opts.compressionLevel, version),
   } as const;
   if (opts.passphrase === null) return { config: { ...base, encryption: null }, key: null };
   const salt = randomBytes(32);
@@ -116,4 +132,27 @@ export async function unlockKey(c: RepoConfig, passphrase: string): Promise<Mast
     });
   }
   return masterKeyFromBytes(raw);
+}
+
+/** Checks and normalises the compression a new repository asks for. */
+function compressionFor(
+  algorithm: CompressionAlgorithm | undefined,
+  level: number,
+  version: number,
+): Compression {
+  const algo = algorithm ?? (level !== 0 ? 'zstd' : 'none');
+  if (algo === 'none' || (algo === 'zstd' && level === 0)) return { algorithm: 'none', level: 0 };
+  if (algo === 'lz4' && version < 2) {
+    throw new VmvaultError('E_USAGE', 'lz4 compression needs repository format version 2');
+  }
+  if (algo === 'lz4' && !nativeAddon()) {
+    throw new VmvaultError(
+      'E_UNSUPPORTED',
+      "lz4 compression needs vmvault's native addon, which is not built",
+      {
+        hint: "run 'npm run build' (it needs liblz4-dev), or choose --compression zstd",
+      },
+    );
+  }
+  return { algorithm: algo, level };
 }

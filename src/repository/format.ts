@@ -46,9 +46,18 @@ export type BlobType = (typeof BlobType)[keyof typeof BlobType];
 /**
  * Codec byte that starts every (decrypted) blob payload. `checked` (format version 2): the
  * chunk's digest, then one zstd frame that carries its content size and content checksum, so
- * the blob checks itself without recomputing the digest (see docs/format.md).
+ * the blob checks itself without recomputing the digest (see docs/format.md). `checkedLz4` is the
+ * same with one LZ4 frame (content size and XXH32 content checksum) instead.
  */
-export const Codec = { raw: 0, zstd: 1, checked: 2 } as const;
+export const Codec = { raw: 0, zstd: 1, checked: 2, checkedLz4: 3 } as const;
+
+/** LZ4 frame magic number (little-endian u32 at the start of a frame). */
+export const LZ4_MAGIC = 0x184d2204;
+/** FLG bits of an LZ4 frame descriptor: version 01, content size, content checksum. */
+export const LZ4_FLG_VERSION_MASK = 0xc0;
+export const LZ4_FLG_VERSION = 0x40;
+export const LZ4_FLG_CONTENT_SIZE = 0x08;
+export const LZ4_FLG_CONTENT_CHECKSUM = 0x04;
 
 /** zstd frame magic number (little-endian u32 at the start of a frame). */
 export const ZSTD_MAGIC = 0xfd2fb528;

@@ -6,7 +6,13 @@ import { stat } from 'node:fs/promises';
 import { type Backend, LocalBackend } from '../backends/index.js';
 import { VmvaultError, errnoCode } from '../core/index.js';
 import { BlobDecoder, BlobEncoder, type DecodeOptions } from './blob-codec.js';
-import { createConfig, parseConfig, type RepoConfig, unlockKey } from './config.js';
+import {
+  type CompressionAlgorithm,
+  createConfig,
+  parseConfig,
+  type RepoConfig,
+  unlockKey,
+} from './config.js';
 import { digestOf, hex, type MasterKey } from './crypto.js';
 import {
   BlobType,
@@ -28,6 +34,8 @@ export interface InitOptions {
   chunkSize?: number;
   packSize?: number;
   compressionLevel?: number;
+  /** `zstd` (default), `lz4` or `none`. */
+  compressionAlgorithm?: CompressionAlgorithm;
   /** Layout version to create (1 only to test readers of older repositories); default the current one. */
   formatVersion?: number;
 }
@@ -59,7 +67,7 @@ export class Repository {
     readonly config: RepoConfig,
     readonly key: MasterKey | null,
   ) {
-    this.pageEncoder = new BlobEncoder(config.compression.level, key?.encryption ?? null, config.version);
+    this.pageEncoder = new BlobEncoder(config.compression, key?.encryption ?? null, config.version);
     this.decoder = new BlobDecoder(key?.encryption ?? null, key?.mac ?? null);
   }
 
@@ -80,6 +88,7 @@ export class Repository {
       packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
       compressionLevel: opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL,
       passphrase: opts.passphrase,
+      ...(opts.compressionAlgorithm ? { compressionAlgorithm: opts.compressionAlgorithm } : {}),
       ...(opts.formatVersion !== undefined ? { formatVersion: opts.formatVersion } : {}),
     });
     await backend.write('config', Buffer.from(`${JSON.stringify(config, null, 2)}\n`));

@@ -27,17 +27,29 @@ export const run: CommandRun = async (ctx, _args, v) => {
       `--chunk-size must be a power of two from 4K to 16M, not ${v['chunk-size']}`,
     );
   }
+  const algorithm = v.compression === undefined ? undefined : String(v.compression);
+  if (algorithm !== undefined && algorithm !== 'zstd' && algorithm !== 'lz4' && algorithm !== 'none') {
+    throw new VmvaultError('E_USAGE', `--compression must be zstd, lz4 or none, not ${algorithm}`);
+  }
   const level = v['compression-level'] === undefined ? undefined : Number(v['compression-level']);
-  if (level !== undefined && (!Number.isInteger(level) || level < -7 || level > 19)) {
+  const [min, max] = algorithm === 'lz4' ? [-64, 12] : [-7, 19];
+  if (level !== undefined && (!Number.isInteger(level) || level < min || level > max)) {
     throw new VmvaultError(
       'E_USAGE',
-      `--compression-level must be -7 (fastest) to 19 (smallest), or 0 for none, not ${v['compression-level']}`,
+      algorithm === 'lz4'
+        ? `--compression-level for lz4 must be -64 (fastest) to 12 (smallest), 0 the default, not ${v['compression-level']}`
+        : `--compression-level must be -7 (fastest) to 19 (smallest), or 0 for none, not ${v['compression-level']}`,
     );
   }
   const repo = await Repository.init(path, {
     passphrase,
     ...(chunkSize !== undefined ? { chunkSize } : {}),
-    ...(level !== undefined ? { compressionLevel: level } : {}),
+    ...(level !== undefined
+      ? { compressionLevel: level }
+      : algorithm === 'lz4'
+        ? { compressionLevel: 0 }
+        : {}),
+    ...(algorithm !== undefined ? { compressionAlgorithm: algorithm } : {}),
   });
   const c = repo.config;
   await repo.close();
@@ -50,7 +62,12 @@ export const run: CommandRun = async (ctx, _args, v) => {
       compression: c.compression,
     },
     () =>
-      `created ${c.encryption ? 'encrypted ' : ''}repository ${c.id} at ${path} (chunks ${formatBytes(c.chunkSize)}, zstd level ${c.compression.level})`,
+      `created ${c.encryption ? 'encrypted ' : ''}repository ${c.id} at ${path} (chunks ${formatBytes(c.chunkSize)}, ${describeCompression(c.compression)})`,
   );
   return 0;
 };
+
+/** "zstd level 1", "lz4 level 0" or "no compression". */
+function describeCompression(c: { algorithm: string; level: number }): string {
+  return c.algorithm === 'none' ? 'no compression' : `${c.algorithm} level ${c.level}`;
+}

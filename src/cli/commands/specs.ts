@@ -22,9 +22,10 @@ export const PRUNE_RULES = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yea
 export const initSpec: CommandSpec = {
   name: 'init',
   summary: 'create a repository (plain, or encrypted with --encrypt)',
-  usage: 'init [--encrypt] [--chunk-size 64K] [--compression-level 1]',
+  usage: 'init [--encrypt] [--chunk-size 64K] [--compression zstd|lz4|none] [--compression-level 1]',
   options: {
     encrypt: { type: 'boolean' },
+    compression: { type: 'string' },
     'chunk-size': { type: 'string' },
     'compression-level': { type: 'string' },
   },

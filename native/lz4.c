@@ -1,0 +1,158 @@
+/*
+ * vmvault_native, LZ4 part: one LZ4 frame (lz4 frame format 1.6.x) per blob, with the content
+ * size and the content checksum (XXH32) in the frame, so that a blob checks itself.
+ *
+ *   lz4Bound(n) -> number                     worst-case frame size for n content bytes
+ *   lz4CompressInto(src, dst, at, level) -> n frame written to dst[at..at+n)
+ *   lz4DecompressInto(frame, dst) -> n        content bytes written to dst; throws when the
+ *                                             frame is damaged, its checksum fails, it has
+ *                                             trailing bytes or does not fit dst
+ */
+#include <lz4frame.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmvault-lz4.h"
+
+static void prefs_for(LZ4F_preferences_t *p, size_t n, int level) {
+  memset(p, 0, sizeof *p);
+  p->frameInfo.blockSizeID = LZ4F_max256KB;
+  p->frameInfo.blockMode = LZ4F_blockIndependent;
+  p->frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+  p->frameInfo.contentSize = (unsigned long long)n;
+  p->compressionLevel = level;
+}
+
+static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
+  bool is_typed = false;
+  napi_is_typedarray(env, v, &is_typed);
+  if (!is_typed) return 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &type, len, data, &ab, &off) != napi_ok) return 0;
+  return type == napi_uint8_array;
+}
+
+static napi_value number(napi_env env, int64_t n) {
+  napi_value out;
+  napi_create_int64(env, n, &out);
+  return out;
+}
+
+static napi_value js_lz4_bound(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int64_t n;
+  if (argc != 1 || napi_get_value_int64(env, argv[0], &n) != napi_ok || n < 0) {
+    napi_throw_type_error(env, NULL, "lz4Bound(n)");
+    return NULL;
+  }
+  LZ4F_preferences_t p;
+  prefs_for(&p, (size_t)n, 0);
+  return number(env, (int64_t)LZ4F_compressFrameBound((size_t)n, &p));
+}
+
+static napi_value js_lz4_compress(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *src, *dst;
+  size_t src_len, dst_len;
+  int64_t at;
+  int32_t level;
+  if (argc != 4 || !get_bytes(env, argv[0], &src, &src_len) ||
+      !get_bytes(env, argv[1], &dst, &dst_len) ||
+      napi_get_value_int64(env, argv[2], &at) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &level) != napi_ok || at < 0 || (size_t)at > dst_len) {
+    napi_throw_type_error(env, NULL, "lz4CompressInto(src, dst, at, level)");
+    return NULL;
+  }
+  LZ4F_preferences_t p;
+  prefs_for(&p, src_len, level);
+  size_t n = LZ4F_compressFrame((char *)dst + at, dst_len - (size_t)at, src, src_len, &p);
+  if (LZ4F_isError(n)) {
+    napi_throw_error(env, "E_LZ4", LZ4F_getErrorName(n));
+    return NULL;
+  }
+  return number(env, (int64_t)n);
+}
+
+static void free_dctx(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  LZ4F_freeDecompressionContext((LZ4F_dctx *)data);
+}
+
+/* One decompression context per addon instance (per thread). */
+static LZ4F_dctx *dctx_for(napi_env env) {
+  void *data = NULL;
+  if (napi_get_instance_data(env, &data) == napi_ok && data) return (LZ4F_dctx *)data;
+  LZ4F_dctx *d = NULL;
+  if (LZ4F_isError(LZ4F_createDecompressionContext(&d, LZ4F_VERSION))) return NULL;
+  napi_set_instance_data(env, d, free_dctx, NULL);
+  return d;
+}
+
+static napi_value js_lz4_decompress(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *src, *dst;
+  size_t src_len, dst_len;
+  if (argc != 2 || !get_bytes(env, argv[0], &src, &src_len) ||
+      !get_bytes(env, argv[1], &dst, &dst_len)) {
+    napi_throw_type_error(env, NULL, "lz4DecompressInto(frame, dst)");
+    return NULL;
+  }
+  LZ4F_dctx *d = dctx_for(env);
+  if (!d) {
+    napi_throw_error(env, "E_LZ4", "cannot create an LZ4 decompression context");
+    return NULL;
+  }
+  size_t in_done = 0, out_done = 0;
+  const char *why = NULL;
+  for (;;) {
+    size_t in_n = src_len - in_done, out_n = dst_len - out_done;
+    size_t r = LZ4F_decompress(d, (char *)dst + out_done, &out_n, (const char *)src + in_done,
+                               &in_n, NULL);
+    in_done += in_n;
+    out_done += out_n;
+    if (LZ4F_isError(r)) {
+      why = LZ4F_getErrorName(r);
+      break;
+    }
+    if (r == 0) break; /* frame complete, checksum verified */
+    if (in_done == src_len) {
+      why = "truncated frame";
+      break;
+    }
+    if (out_done == dst_len && in_n == 0 && out_n == 0) {
+      why = "content larger than expected";
+      break;
+    }
+  }
+  if (why) {
+    LZ4F_resetDecompressionContext(d);
+    napi_throw_error(env, "E_LZ4", why);
+    return NULL;
+  }
+  if (in_done != src_len) {
+    napi_throw_error(env, "E_LZ4", "trailing bytes after the frame");
+    return NULL;
+  }
+  return number(env, (int64_t)out_done);
+}
+
+void vmvault_lz4_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"lz4Bound", NULL, js_lz4_bound, NULL, NULL, NULL, napi_default, NULL},
+      {"lz4CompressInto", NULL, js_lz4_compress, NULL, NULL, NULL, napi_default, NULL},
+      {"lz4DecompressInto", NULL, js_lz4_decompress, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
