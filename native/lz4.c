@@ -19,7 +19,12 @@
 
 static void prefs_for(LZ4F_preferences_t *p, size_t n, int level) {
   memset(p, 0, sizeof *p);
-  p->frameInfo.blockSizeID = LZ4F_max256KB;
+  /* The smallest block size that holds the content in one block: a reader whose output buffer
+   * is exactly the content size then decodes straight into it, with no staging copy. */
+  p->frameInfo.blockSizeID = n <= (64u << 10)    ? LZ4F_max64KB
+                             : n <= (256u << 10) ? LZ4F_max256KB
+                             : n <= (1u << 20)   ? LZ4F_max1MB
+                                                 : LZ4F_max4MB;
   p->frameInfo.blockMode = LZ4F_blockIndependent;
   p->frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
   p->frameInfo.contentSize = (unsigned long long)n;
