@@ -29,6 +29,8 @@ static void prefs_for(LZ4F_preferences_t *p, size_t n, int level) {
   p->frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
   p->frameInfo.contentSize = (unsigned long long)n;
   p->compressionLevel = level;
+  /* Each update is the whole content and is flushed at once: no internal staging buffer. */
+  p->autoFlush = 1;
 }
 
 static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
@@ -59,7 +61,51 @@ static napi_value js_lz4_bound(napi_env env, napi_callback_info info) {
   }
   LZ4F_preferences_t p;
   prefs_for(&p, (size_t)n, 0);
-  return number(env, (int64_t)LZ4F_compressFrameBound((size_t)n, &p));
+  size_t whole = LZ4F_compressFrameBound((size_t)n, &p);
+  size_t parts = LZ4F_HEADER_SIZE_MAX + LZ4F_compressBound((size_t)n, &p);
+  return number(env, (int64_t)(whole > parts ? whole : parts));
+}
+
+/* The compression and decompression contexts of one addon instance (one per thread), made on
+ * first use and kept: a fresh context per blob costs allocations and state resets each time. */
+struct contexts {
+  LZ4F_cctx *c;
+  LZ4F_dctx *d;
+};
+
+static void free_contexts(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct contexts *x = data;
+  if (x->c) LZ4F_freeCompressionContext(x->c);
+  if (x->d) LZ4F_freeDecompressionContext(x->d);
+  free(x);
+}
+
+static struct contexts *contexts_for(napi_env env) {
+  void *data = NULL;
+  if (napi_get_instance_data(env, &data) == napi_ok && data) return data;
+  struct contexts *x = calloc(1, sizeof *x);
+  if (!x) return NULL;
+  if (napi_set_instance_data(env, x, free_contexts, NULL) != napi_ok) {
+    free(x);
+    return NULL;
+  }
+  return x;
+}
+
+static LZ4F_cctx *cctx_for(napi_env env) {
+  struct contexts *x = contexts_for(env);
+  if (!x) return NULL;
+  if (!x->c && LZ4F_isError(LZ4F_createCompressionContext(&x->c, LZ4F_VERSION))) x->c = NULL;
+  return x->c;
+}
+
+static LZ4F_dctx *dctx_for(napi_env env) {
+  struct contexts *x = contexts_for(env);
+  if (!x) return NULL;
+  if (!x->d && LZ4F_isError(LZ4F_createDecompressionContext(&x->d, LZ4F_VERSION))) x->d = NULL;
+  return x->d;
 }
 
 static napi_value js_lz4_compress(napi_env env, napi_callback_info info) {
@@ -77,30 +123,30 @@ static napi_value js_lz4_compress(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "lz4CompressInto(src, dst, at, level)");
     return NULL;
   }
-  LZ4F_preferences_t p;
-  prefs_for(&p, src_len, level);
-  size_t n = LZ4F_compressFrame((char *)dst + at, dst_len - (size_t)at, src, src_len, &p);
-  if (LZ4F_isError(n)) {
-    napi_throw_error(env, "E_LZ4", LZ4F_getErrorName(n));
+  LZ4F_cctx *c = cctx_for(env);
+  if (!c) {
+    napi_throw_error(env, "E_LZ4", "cannot create an LZ4 compression context");
     return NULL;
   }
-  return number(env, (int64_t)n);
-}
-
-static void free_dctx(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  LZ4F_freeDecompressionContext((LZ4F_dctx *)data);
-}
-
-/* One decompression context per addon instance (per thread). */
-static LZ4F_dctx *dctx_for(napi_env env) {
-  void *data = NULL;
-  if (napi_get_instance_data(env, &data) == napi_ok && data) return (LZ4F_dctx *)data;
-  LZ4F_dctx *d = NULL;
-  if (LZ4F_isError(LZ4F_createDecompressionContext(&d, LZ4F_VERSION))) return NULL;
-  napi_set_instance_data(env, d, free_dctx, NULL);
-  return d;
+  LZ4F_preferences_t p;
+  prefs_for(&p, src_len, level);
+  char *out = (char *)dst + at;
+  size_t room = dst_len - (size_t)at, n = 0;
+  /* One frame: header, the content as one flushed update, end mark and content checksum. */
+  size_t r = LZ4F_compressBegin(c, out, room, &p);
+  if (!LZ4F_isError(r)) {
+    n += r;
+    r = LZ4F_compressUpdate(c, out + n, room - n, src, src_len, NULL);
+  }
+  if (!LZ4F_isError(r)) {
+    n += r;
+    r = LZ4F_compressEnd(c, out + n, room - n, NULL);
+  }
+  if (LZ4F_isError(r)) {
+    napi_throw_error(env, "E_LZ4", LZ4F_getErrorName(r));
+    return NULL;
+  }
+  return number(env, (int64_t)(n + r));
 }
 
 static napi_value js_lz4_decompress(napi_env env, napi_callback_info info) {
