@@ -6,6 +6,7 @@
  *     throws on any other error.
  *   blkGetSize64(fd) -> number            size of a block device (BLKGETSIZE64)
  *   lz4Bound / lz4CompressInto / lz4DecompressInto   LZ4 frames (lz4.c)
+ *   gcmSealInto / gcmOpenInto                        AES-256-GCM (gcm.c)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "vmvault-gcm.h"
 #include "vmvault-lz4.h"
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
@@ -80,6 +82,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   vmvault_lz4_register(env, exports);
+  vmvault_gcm_register(env, exports);
   return exports;
 }
 

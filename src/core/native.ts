@@ -1,7 +1,7 @@
 /**
  * Loader for vmvault's small native addon (native/seek.c): lseek with SEEK_DATA/SEEK_HOLE and
- * the size of block devices, which Node.js does not expose, and LZ4 frames (liblz4). Everything
- * but LZ4 has a slower fallback, so a missing build only costs speed; repositories created with
+ * the size of block devices, which Node.js does not expose, LZ4 frames (liblz4), and AES-256-GCM
+ * with a kept cipher context (Node's own OpenSSL). Everything but LZ4 has a slower fallback, so a missing build only costs speed; repositories created with
  * lz4 compression need it.
  */
 import { existsSync } from 'node:fs';
@@ -27,6 +27,29 @@ export interface NativeAddon {
    * its content does not fit `dst`.
    */
   lz4DecompressInto(frame: Uint8Array, dst: Uint8Array): number;
+  /**
+   * AES-256-GCM: encrypts the concatenation of `parts` under `key` (32 bytes) and `nonce`
+   * (12 bytes) into `dst` from `at`: ciphertext, then the 16-byte tag. Returns the bytes
+   * written. Throws (code `E_GCM`) when they do not fit. Same output as Node's cipher.
+   */
+  gcmSealInto(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    parts: readonly Uint8Array[],
+    dst: Uint8Array,
+    at: number,
+  ): number;
+  /**
+   * Decrypts `body` into `dst` (at least as long) and checks `tag` (16 bytes). Returns false
+   * when the tag does not authenticate; `dst` then holds scratch bytes, not plaintext.
+   */
+  gcmOpenInto(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    body: Uint8Array,
+    tag: Uint8Array,
+    dst: Uint8Array,
+  ): boolean;
 }
 
 export const SEEK_END = 2;

@@ -12,7 +12,7 @@ import {
   randomFillSync,
   scrypt,
 } from 'node:crypto';
-import { VmvaultError } from '../core/index.js';
+import { type NativeAddon, VmvaultError, nativeAddon } from '../core/index.js';
 import { DIGEST_SIZE, NONCE_SIZE, TAG_SIZE } from './format.js';
 
 /** The secret key material of an encrypted repository. */
@@ -98,21 +98,69 @@ const NONCES_PER_FILL = 4096;
 let noncePool = Buffer.alloc(0);
 let nonceAt = 0;
 
-/** A fresh random nonce (a copy: the pool is refilled in place). */
-function nextNonce(): Buffer {
+/** Writes a fresh random nonce into `out` at `at` (its bytes in the pool are wiped). */
+function takeNonce(out: Buffer, at = 0): void {
   if (nonceAt + NONCE_SIZE > noncePool.length) {
     noncePool = randomFillSync(Buffer.allocUnsafeSlow(NONCE_SIZE * NONCES_PER_FILL));
     nonceAt = 0;
   }
-  const n = Buffer.from(noncePool.subarray(nonceAt, nonceAt + NONCE_SIZE));
+  noncePool.copy(out, at, nonceAt, nonceAt + NONCE_SIZE);
   noncePool.fill(0, nonceAt, nonceAt + NONCE_SIZE); // a used nonce never stays in memory to repeat
   nonceAt += NONCE_SIZE;
-  return n;
 }
 
-/** Encrypts `plain` as nonce ‖ ciphertext ‖ tag (a random 96-bit nonce per call). */
+/** The native addon when it has AES-GCM (it seals with a kept context, about twice as fast). */
+function gcmAddon(): NativeAddon | null {
+  const a = nativeAddon();
+  return a && typeof a.gcmSealInto === 'function' ? a : null;
+}
+
+/**
+ * Encrypts `plain` (one buffer, or parts sealed as their concatenation) as
+ * nonce ‖ ciphertext ‖ tag, with a random 96-bit nonce per call. Uses the native addon when it
+ * is built, else {@link nodeSeal}; both give the same layout.
+ */
 export function seal(key: Buffer, plain: Uint8Array | readonly Uint8Array[]): Buffer {
-  const nonce = nextNonce();
+  const gcm = gcmAddon();
+  if (!gcm) return nodeSeal(key, plain);
+  const parts = plain instanceof Uint8Array ? [plain] : plain;
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const out = Buffer.allocUnsafe(NONCE_SIZE + total + TAG_SIZE);
+  takeNonce(out);
+  gcm.gcmSealInto(key, out.subarray(0, NONCE_SIZE), parts, out, NONCE_SIZE);
+  return out;
+}
+
+/**
+ * Decrypts a sealed buffer. Returns `null` when authentication fails (wrong key or damaged
+ * bytes): callers turn that into the error that fits (bad password, corrupt chunk...). Uses the
+ * native addon when it is built, else {@link nodeUnseal}.
+ */
+export function unseal(key: Buffer, sealed: Uint8Array): Buffer | null {
+  const gcm = gcmAddon();
+  if (!gcm) return nodeUnseal(key, sealed);
+  if (sealed.length < NONCE_SIZE + TAG_SIZE) return null;
+  const body = sealed.subarray(NONCE_SIZE, sealed.length - TAG_SIZE);
+  const out = Buffer.allocUnsafe(body.length);
+  try {
+    const ok = gcm.gcmOpenInto(
+      key,
+      sealed.subarray(0, NONCE_SIZE),
+      body,
+      sealed.subarray(sealed.length - TAG_SIZE),
+      out,
+    );
+    return ok ? out : null;
+  } catch {
+    return null;
+  }
+}
+
+/** {@link seal} with Node's own crypto (the fallback without the addon; tests compare both). */
+export function nodeSeal(key: Buffer, plain: Uint8Array | readonly Uint8Array[]): Buffer {
+  const nonce = Buffer.allocUnsafe(NONCE_SIZE);
+  takeNonce(nonce);
   const c = createCipheriv('aes-256-gcm', key, nonce);
   const parts: Buffer[] = [nonce];
   if (plain instanceof Uint8Array) parts.push(c.update(plain));
@@ -121,11 +169,8 @@ export function seal(key: Buffer, plain: Uint8Array | readonly Uint8Array[]): Bu
   return Buffer.concat(parts);
 }
 
-/**
- * Decrypts a sealed buffer. Returns `null` when authentication fails (wrong key or damaged
- * bytes): callers turn that into the error that fits (bad password, corrupt chunk...).
- */
-export function unseal(key: Buffer, sealed: Uint8Array): Buffer | null {
+/** {@link unseal} with Node's own crypto. */
+export function nodeUnseal(key: Buffer, sealed: Uint8Array): Buffer | null {
   if (sealed.length < NONCE_SIZE + TAG_SIZE) return null;
   const buf = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
   const nonce = buf.subarray(0, NONCE_SIZE);
