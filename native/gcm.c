@@ -15,6 +15,10 @@
 #include <stdint.h>
 
 #include "vmvault-gcm.h"
+#include "vmvault-napi.h"
+
+/* Most parts one seal takes (vmvault seals at most three: codec, digest, payload). */
+#define MAX_PARTS 8
 
 #define KEY_SIZE 32
 #define NONCE_SIZE 12
@@ -37,16 +41,12 @@ static EVP_CIPHER_CTX *ctx_for(napi_env env) {
   return tls_ctx;
 }
 
+/* The bytes of a Uint8Array argument, typed for this file. */
 static int bytes_of(napi_env env, napi_value v, uint8_t **data, size_t *len) {
-  bool is_typed = false;
-  if (napi_is_typedarray(env, v, &is_typed) != napi_ok || !is_typed) return 0;
-  napi_typedarray_type type;
-  napi_value ab;
-  size_t off;
-  void *p;
-  if (napi_get_typedarray_info(env, v, &type, len, &p, &ab, &off) != napi_ok) return 0;
+  void *p = NULL;
+  int ok = vmvault_bytes(env, v, &p, len);
   *data = p;
-  return type == napi_uint8_array;
+  return ok;
 }
 
 static napi_value fail(napi_env env, const char *msg) {
@@ -72,17 +72,18 @@ static napi_value js_seal(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "gcmSealInto(key, nonce, parts, dst, at)");
     return NULL;
   }
-  /* Check every part and the room first: nothing is written unless all of it fits. */
-  size_t total = 0;
+  if (nparts > MAX_PARTS) return fail(env, "gcmSealInto: too many parts");
+  /* Collect and check every part and the room first: nothing is written unless all of it fits. */
+  uint8_t *part_data[MAX_PARTS];
+  size_t part_len[MAX_PARTS], total = 0;
   for (uint32_t i = 0; i < nparts; i++) {
     napi_value part;
-    uint8_t *p;
-    size_t n;
-    if (napi_get_element(env, argv[2], i, &part) != napi_ok || !bytes_of(env, part, &p, &n)) {
+    if (napi_get_element(env, argv[2], i, &part) != napi_ok ||
+        !bytes_of(env, part, &part_data[i], &part_len[i])) {
       napi_throw_type_error(env, NULL, "gcmSealInto: parts must be Uint8Arrays");
       return NULL;
     }
-    total += n;
+    total += part_len[i];
   }
   if (total > INT32_MAX || dst_len - (size_t)at < total + TAG_SIZE) return fail(env, "gcmSealInto: dst too small");
   EVP_CIPHER_CTX *c = ctx_for(env);
@@ -91,13 +92,8 @@ static napi_value js_seal(napi_env env, napi_callback_info info) {
   int n = 0;
   if (EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce) != 1) return fail(env, "AES-GCM init failed");
   for (uint32_t i = 0; i < nparts; i++) {
-    napi_value part;
-    uint8_t *p = NULL;
-    size_t len = 0;
-    if (napi_get_element(env, argv[2], i, &part) != napi_ok || !bytes_of(env, part, &p, &len))
-      return fail(env, "gcmSealInto: a part changed");
-    if (len == 0) continue;
-    if (EVP_EncryptUpdate(c, out, &n, p, (int)len) != 1) return fail(env, "AES-GCM encrypt failed");
+    if (part_len[i] == 0) continue;
+    if (EVP_EncryptUpdate(c, out, &n, part_data[i], (int)part_len[i]) != 1) return fail(env, "AES-GCM encrypt failed");
     out += n;
   }
   if (EVP_EncryptFinal_ex(c, out, &n) != 1) return fail(env, "AES-GCM final failed");

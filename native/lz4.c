@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "vmvault-lz4.h"
+#include "vmvault-napi.h"
 
 static void prefs_for(LZ4F_preferences_t *p, size_t n, int level) {
   memset(p, 0, sizeof *p);
@@ -31,17 +32,6 @@ static void prefs_for(LZ4F_preferences_t *p, size_t n, int level) {
   p->compressionLevel = level;
   /* Each update is the whole content and is flushed at once: no internal staging buffer. */
   p->autoFlush = 1;
-}
-
-static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
-  bool is_typed = false;
-  napi_is_typedarray(env, v, &is_typed);
-  if (!is_typed) return 0;
-  napi_typedarray_type type;
-  napi_value ab;
-  size_t off;
-  if (napi_get_typedarray_info(env, v, &type, len, data, &ab, &off) != napi_ok) return 0;
-  return type == napi_uint8_array;
 }
 
 static napi_value number(napi_env env, int64_t n) {
@@ -61,9 +51,8 @@ static napi_value js_lz4_bound(napi_env env, napi_callback_info info) {
   }
   LZ4F_preferences_t p;
   prefs_for(&p, (size_t)n, 0);
-  size_t whole = LZ4F_compressFrameBound((size_t)n, &p);
-  size_t parts = LZ4F_HEADER_SIZE_MAX + LZ4F_compressBound((size_t)n, &p);
-  return number(env, (int64_t)(whole > parts ? whole : parts));
+  /* With auto-flush the bound includes the end mark and the content checksum. */
+  return number(env, (int64_t)(LZ4F_HEADER_SIZE_MAX + LZ4F_compressBound((size_t)n, &p)));
 }
 
 /* The compression and decompression contexts of one addon instance (one per thread), made on
@@ -116,8 +105,8 @@ static napi_value js_lz4_compress(napi_env env, napi_callback_info info) {
   size_t src_len, dst_len;
   int64_t at;
   int32_t level;
-  if (argc != 4 || !get_bytes(env, argv[0], &src, &src_len) ||
-      !get_bytes(env, argv[1], &dst, &dst_len) ||
+  if (argc != 4 || !vmvault_bytes(env, argv[0], &src, &src_len) ||
+      !vmvault_bytes(env, argv[1], &dst, &dst_len) ||
       napi_get_value_int64(env, argv[2], &at) != napi_ok ||
       napi_get_value_int32(env, argv[3], &level) != napi_ok || at < 0 || (size_t)at > dst_len) {
     napi_throw_type_error(env, NULL, "lz4CompressInto(src, dst, at, level)");
@@ -155,8 +144,8 @@ static napi_value js_lz4_decompress(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   void *src, *dst;
   size_t src_len, dst_len;
-  if (argc != 2 || !get_bytes(env, argv[0], &src, &src_len) ||
-      !get_bytes(env, argv[1], &dst, &dst_len)) {
+  if (argc != 2 || !vmvault_bytes(env, argv[0], &src, &src_len) ||
+      !vmvault_bytes(env, argv[1], &dst, &dst_len)) {
     napi_throw_type_error(env, NULL, "lz4DecompressInto(frame, dst)");
     return NULL;
   }

@@ -1,8 +1,8 @@
 /**
  * Loader for vmvault's small native addon (native/seek.c): lseek with SEEK_DATA/SEEK_HOLE and
  * the size of block devices, which Node.js does not expose, LZ4 frames (liblz4), and AES-256-GCM
- * with a kept cipher context (Node's own OpenSSL). Everything but LZ4 has a slower fallback, so a missing build only costs speed; repositories created with
- * lz4 compression need it.
+ * with a kept cipher context (Node's own OpenSSL). Everything but LZ4 has a slower fallback, so
+ * a missing build only costs speed; repositories created with lz4 compression need it.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
