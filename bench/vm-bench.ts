@@ -1,21 +1,26 @@
 /**
  * VM incremental benchmark: a 4 GiB ext4 disk (from /usr/lib/x86_64-linux-gnu, `mkfs.ext4 -d`,
  * converted to qcow2) served by qemu-storage-daemon standing in for the VM; a full vmvault VM
- * backup; 640 random 64 KiB writes through NBD; then the incremental VM backup, timed against
- * `restic backup` of the raw image after the same writes, in the same run. Both are timed as
- * a user runs them: `vmvault backup qmp:<socket>` and `restic backup`, each a new process
- * (under `/usr/bin/time`), from spawn to exit. The CLI talks to a second QMP monitor of the
- * daemon (a monitor serves one client; the first one is the benchmark's).
+ * backup; then rounds of 640 random 64 KiB writes through NBD, each followed by an incremental
+ * VM backup timed against `restic backup` of the raw image after the same writes, in the same
+ * run. First `--repeat` rounds with the CLI (`vmvault backup qmp:<socket>`, a new process each,
+ * as a cron job runs it), then `--repeat` rounds sent to one `vmvault serve` started after them
+ * (`curl` POST /api/v1/backups, as a scheduler or script talks to a resident server). All are
+ * timed from spawn to exit (the CLI under `/usr/bin/time`). The backups talk to a second QMP
+ * monitor of the daemon (a monitor serves one client; the first one is the benchmark's).
  *
  *   node dist/bench/vm-bench.js [--size 4G] [--workdir /var/tmp] [--seed S] [--repeat N] [--keep]
  *
- * With `--repeat N` the writes and both incrementals are repeated N times; the table shows the
- * medians. `VMVAULT_VM_TRACE=1` passes through to the CLI (phase timings on stderr).
+ * The table shows medians; with `--repeat 3` the server's first round (its code not yet
+ * compiled, its parent's pages not yet cached) is one of three. `VMVAULT_VM_TRACE=1` passes
+ * through (phase timings on stderr, the server's too).
  * Bars: incremental time ≤ 1/20 of restic's; bytes read from the VM ≤ 1.2 × dirty bytes.
  */
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { NbdClient } from '../src/protocols/nbd/index.js';
 import { listDirtyBitmaps, type QemuHandle, startStorageDaemon } from '../src/protocols/qmp/index.js';
@@ -62,6 +67,53 @@ async function cliBackup(repoDir: string, qmpSocket: string, nbdSock: string) {
   return { json, ms: r.ms };
 }
 
+/**
+ * One VM backup sent to a running `vmvault serve` as a REST request by `curl` (the client a
+ * scheduler or script uses); returns its JSON result and wall time from spawn to exit.
+ */
+async function serverBackup(apiSock: string, qmpSocket: string, nbdSock: string) {
+  const body = JSON.stringify({
+    source: `qmp:${qmpSocket}`,
+    name: 'bench',
+    guestAgent: false,
+    nbdSocket: nbdSock,
+  });
+  const r = await run('curl', [
+    '-sS',
+    '--fail-with-body',
+    '--unix-socket',
+    apiSock,
+    '-H',
+    'content-type: application/json',
+    '-X',
+    'POST',
+    '--data-binary',
+    body,
+    'http://localhost/api/v1/backups',
+  ]);
+  const json = JSON.parse(r.stdout) as Awaited<ReturnType<typeof cliBackup>>['json'];
+  return { json, ms: r.ms };
+}
+
+/** Starts `vmvault serve` on `apiSock`; resolves once it prints its URL. */
+async function startServer(repoDir: string, apiSock: string): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [VMVAULT_BIN, 'serve', '--repo', repoDir, '--socket', apiSock, '--quiet'],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const [line] = (await Promise.race([
+    once(createInterface({ input: child.stdout! }), 'line'),
+    once(child, 'exit').then(([code]) => {
+      throw new Error(`vmvault serve exited with ${code}`);
+    }),
+  ])) as [string];
+  if (!line.startsWith('unix:')) throw new Error(`vmvault serve printed ${line}`);
+  return child;
+}
+
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -70,11 +122,13 @@ function median(xs: readonly number[]): number {
 
 const HELP = `usage: node dist/bench/vm-bench.js [--size 4G] [--workdir /var/tmp] [--seed S] [--repeat N] [--keep]
 
-Backs up a qemu-storage-daemon "VM" (a SIZE ext4 qcow2 image) in full, makes ${WRITES} random
-writes of 64 KiB, then times the incremental \`vmvault backup qmp:<socket>\` against
-\`restic backup\` of the raw image (same writes, same run). --repeat N repeats the writes and
-both incrementals N times (medians). Bars: vmvault ≤ 1/20 of restic's time; bytes read from the
-VM ≤ 1.2 × dirty bytes. Exit code 0 when both bars pass.`;
+Backs up a qemu-storage-daemon "VM" (a SIZE ext4 qcow2 image) in full; then, in rounds, makes
+${WRITES} random writes of 64 KiB and times the incremental VM backup against \`restic backup\`
+of the raw image (same writes, same run): N rounds with the CLI (\`vmvault backup qmp:<socket>\`,
+a new process each), then N rounds sent to one \`vmvault serve\` (curl, POST /api/v1/backups).
+--repeat N (default 1; 3 shows a warm server) sets N; the table shows medians. Bars: vmvault ≤
+1/20 of restic's time; bytes read from the VM ≤ 1.2 × dirty bytes. Exit code 0 when the server
+rounds pass both.`;
 
 async function main(): Promise<number> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
@@ -84,6 +138,7 @@ async function main(): Promise<number> {
   const opts = parseBenchArgs(process.argv.slice(2), { size: '4G' });
   const base = await mkdtemp(join(opts.workdir, 'vmvault-vm-bench-'));
   let qsd: QemuHandle | undefined;
+  let server: ChildProcess | undefined;
   try {
     const header = [
       `command: \`node dist/bench/vm-bench.js ${process.argv.slice(2).join(' ')}\``.replace(' `', '`'),
@@ -130,15 +185,8 @@ async function main(): Promise<number> {
     const resticFull = await restic.backup(base, 'disk.img');
 
     const prng = new Prng(opts.seed ^ 0x5a5a);
-    const runs: {
-      ms: number;
-      resticMs: number;
-      dirty: number;
-      read: number;
-      stored: number;
-      resticStored: number;
-    }[] = [];
-    for (let rep = 0; rep < opts.repeat; rep++) {
+    /** The writes of one round, through NBD into the "VM" and into the raw image restic reads. */
+    const writeRound = async (): Promise<void> => {
       note(`${WRITES} random ${fmtBytes(WRITE_LEN)} writes through NBD (and the same into the raw image)`);
       const nbd = await NbdClient.connect({ socketPath: nbdSock, exportName: 'rw' });
       const fh = await open(raw, 'r+');
@@ -154,39 +202,71 @@ async function main(): Promise<number> {
         await nbd.close();
         await fh.close();
       }
-      const bitmap = last.json.disks[0]!.bitmap;
-      const dirty = (await listDirtyBitmaps(qsd.qmp, 'disk0')).find((b) => b.name === bitmap)?.count ?? 0;
-
-      note(`incremental backups (${rep + 1} of ${opts.repeat})`);
-      last = await cliBackup(repoDir, cliQmp, nbdSock);
-      const resticInc = await restic.backup(base, 'disk.img');
-      const d = last.json.disks[0]!;
-      if (d.method !== 'bitmap') throw new Error(`incremental used ${d.method}: ${d.reason}`);
-      note(`vmvault ${fmtMs(last.ms)}, restic ${fmtMs(resticInc.ms)}`);
-      runs.push({
-        ms: last.ms,
-        resticMs: resticInc.ms,
-        dirty,
-        read: last.json.bytesRead,
-        stored: last.json.bytesStored,
-        resticStored: resticInc.bytesStored,
-      });
+    };
+    type Run = {
+      ms: number;
+      resticMs: number;
+      dirty: number;
+      read: number;
+      stored: number;
+      resticStored: number;
+    };
+    const runs: Run[] = [];
+    const served: Run[] = [];
+    const apiSock = join(base, 'api.sock');
+    for (const via of ['cli', 'server'] as const) {
+      // The CLI rounds first, then the server's: a resident server's parent is its own backup.
+      if (via === 'server') server = await startServer(repoDir, apiSock);
+      for (let rep = 0; rep < opts.repeat; rep++) {
+        await writeRound();
+        const bitmap = last.json.disks[0]!.bitmap;
+        const dirty = (await listDirtyBitmaps(qsd.qmp, 'disk0')).find((b) => b.name === bitmap)?.count ?? 0;
+        note(
+          `incremental backups (${rep + 1} of ${opts.repeat}, ${via === 'cli' ? 'vmvault CLI' : 'vmvault serve'})`,
+        );
+        last =
+          via === 'cli'
+            ? await cliBackup(repoDir, cliQmp, nbdSock)
+            : await serverBackup(apiSock, cliQmp, nbdSock);
+        const resticInc = await restic.backup(base, 'disk.img');
+        const d = last.json.disks[0]!;
+        if (d.method !== 'bitmap') throw new Error(`incremental used ${d.method}: ${d.reason}`);
+        note(`vmvault ${fmtMs(last.ms)}, restic ${fmtMs(resticInc.ms)}`);
+        (via === 'cli' ? runs : served).push({
+          ms: last.ms,
+          resticMs: resticInc.ms,
+          dirty,
+          read: last.json.bytesRead,
+          stored: last.json.bytesStored,
+          resticStored: resticInc.bytesStored,
+        });
+      }
     }
     const inc = { ms: median(runs.map((r) => r.ms)) };
     const resticInc = { ms: median(runs.map((r) => r.resticMs)), bytesStored: runs[0]!.resticStored };
-    const dirty = runs.reduce((s, r) => s + r.dirty, 0) / runs.length;
-    const bytesRead = runs.reduce((s, r) => s + r.read, 0) / runs.length;
+    const srv = { ms: median(served.map((r) => r.ms)), resticMs: median(served.map((r) => r.resticMs)) };
+    const all = [...runs, ...served];
+    const dirty = all.reduce((s, r) => s + r.dirty, 0) / all.length;
+    const bytesRead = all.reduce((s, r) => s + r.read, 0) / all.length;
     const full = { ms: fullMs };
     const timeRatio = inc.ms / resticInc.ms;
-    const readRatio = Math.max(...runs.map((r) => r.read / r.dirty));
+    const serverRatio = srv.ms / srv.resticMs;
+    const readRatio = Math.max(...all.map((r) => r.read / r.dirty));
     const rows = [
       ['full backup time', fmtMs(full.ms), fmtMs(resticFull.ms), '', ''],
       [
-        'incremental backup time',
+        'incremental backup time, CLI (`vmvault backup`, a new process)',
         fmtMs(inc.ms),
         fmtMs(resticInc.ms),
         `1/${(1 / timeRatio).toFixed(1)}`,
         `≤ 1/20: ${timeRatio <= 1 / 20 ? 'PASS' : 'FAIL'}`,
+      ],
+      [
+        'incremental backup time, resident (`vmvault serve`, POST /api/v1/backups by curl)',
+        fmtMs(srv.ms),
+        fmtMs(srv.resticMs),
+        `1/${(1 / serverRatio).toFixed(1)}`,
+        `≤ 1/20: ${serverRatio <= 1 / 20 ? 'PASS' : 'FAIL'}`,
       ],
       ['dirty bytes (bitmap count)', fmtBytes(dirty), '', '', ''],
       [
@@ -199,13 +279,17 @@ async function main(): Promise<number> {
       ['incremental bytes stored', fmtBytes(runs[0]!.stored), fmtBytes(resticInc.bytesStored), '', ''],
     ];
     header.push(
-      `image: ${opts.sizeText} ext4 from ${opts.source} as qcow2 in qemu-storage-daemon (the "VM"); ${WRITES} aligned writes of ${fmtBytes(WRITE_LEN)}; both timed from process spawn to exit (\`vmvault backup qmp:…\`, \`restic backup\`); ${opts.repeat > 1 ? `medians of ${opts.repeat} incrementals (${runs.map((r) => `${fmtMs(r.ms)}/${fmtMs(r.resticMs)}`).join(', ')}); ` : ''}restic backs up the raw image`,
+      `image: ${opts.sizeText} ext4 from ${opts.source} as qcow2 in qemu-storage-daemon (the "VM"); each round makes ${WRITES} aligned writes of ${fmtBytes(WRITE_LEN)}, then one vmvault incremental and one restic incremental (of the raw image, same writes); ${opts.repeat} CLI rounds (\`vmvault backup qmp:…\`, a new process each), then ${opts.repeat} rounds through one \`vmvault serve\` started after the CLI rounds (\`curl\` POST /api/v1/backups); all timed from process spawn to exit; medians (vmvault/restic per round: CLI ${runs.map((r) => `${fmtMs(r.ms)}/${fmtMs(r.resticMs)}`).join(', ')}; server ${served.map((r) => `${fmtMs(r.ms)}/${fmtMs(r.resticMs)}`).join(', ')})`,
     );
     process.stdout.write(
       `${header.join('  \n')}\n\n${markdownTable(['measure', 'vmvault', 'restic', 'ratio', 'bar'], rows)}\n`,
     );
-    return timeRatio <= 1 / 20 && readRatio <= 1.2 ? 0 : 1;
+    return serverRatio <= 1 / 20 && readRatio <= 1.2 ? 0 : 1;
   } finally {
+    if (server && server.exitCode === null) {
+      server.kill('SIGTERM');
+      await once(server, 'exit');
+    }
     await qsd?.stop({ graceMs: 3000 });
     if (!opts.keep) await rm(base, { recursive: true, force: true });
     else note(`kept ${base}`);

@@ -11,7 +11,7 @@ PACKAGES=(
   qemu-utils qemu-system-x86 qemu-system-common   # qemu-img, qemu-nbd, qemu-io, qemu-storage-daemon
   libnbd-bin nbdkit                  # nbdinfo, nbdcopy, nbdkit: NBD peers
   busybox-static linux-image-amd64   # the tiny test guest
-  restic borgbackup zstd time        # benchmark peers; /usr/bin/time -v for peak RSS
+  restic borgbackup zstd time curl   # benchmark peers; /usr/bin/time -v for peak RSS; curl for the API
   attr                               # setfattr for xattr tests
   qemu-guest-agent cpio              # guest agent inside the test guest; cpio cross-check
 )

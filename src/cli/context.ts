@@ -6,7 +6,7 @@ import { LocalBackend } from '../backends/local.js';
 import { Catalog, defaultCatalogPath } from '../catalog/index.js';
 import { errnoCode, VmvaultError } from '../core/errors.js';
 import { parseConfig, unlockKey } from '../repository/config.js';
-import type { LockKind, Repository } from '../repository/index.js';
+import type { CodecPool, LockKind, Repository } from '../repository/index.js';
 import { ProgressLine } from './progress.js';
 
 /** Options every command accepts. */
@@ -132,6 +132,20 @@ export class Context {
     } finally {
       await repo.close();
     }
+  }
+
+  /**
+   * The worker pool that encodes and decodes `repo`'s blobs for one command; hand it back with
+   * {@link releasePool}. A resident server lends its warm pool instead of starting one.
+   */
+  async codecPool(repo: Repository): Promise<CodecPool> {
+    const { CodecPool } = await import('../repository/index.js');
+    return new CodecPool(repo);
+  }
+
+  /** Hands back a pool from {@link codecPool} (here: stops its workers). */
+  async releasePool(pool: CodecPool): Promise<void> {
+    await pool.close();
   }
 
   /** Opens the catalog of `repo`, synced with its manifests. */

@@ -8,6 +8,7 @@ import { prefetchKey } from '../repository/key-prefetch.js';
 import type { CommandSpec } from './command.js';
 import { COMMANDS } from './commands/specs.js';
 import { Context, type GlobalOptions } from './context.js';
+import { VERSION } from './version.js';
 
 const GLOBAL_OPTIONS = {
   repo: { type: 'string' },
@@ -17,6 +18,8 @@ const GLOBAL_OPTIONS = {
   'no-progress': { type: 'boolean' },
   'lock-wait': { type: 'string' },
   catalog: { type: 'string' },
+  server: { type: 'string' },
+  'token-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -40,6 +43,8 @@ function help(): string {
     '  --no-progress         no progress line on the terminal',
     '  --lock-wait SECONDS   how long to wait for a busy repository (default 3600)',
     '  --catalog FILE        catalog database (default ~/.cache/vmvault/<repo-id>/catalog.db)',
+    "  --server URL          run backup, list or stats on a 'vmvault serve' (or VMVAULT_SERVER)",
+    '  --token-file FILE     API token of that server (or VMVAULT_TOKEN)',
     '',
     "'vmvault <command> --help' shows a command's usage.",
   ];
@@ -65,7 +70,7 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   if (name === '--version' || name === 'version') {
-    process.stdout.write('vmvault 0.1.0\n');
+    process.stdout.write(`vmvault ${VERSION}\n`);
     return EXIT.ok;
   }
   const cmd = COMMANDS.find((c) => c.name === name);
@@ -111,6 +116,21 @@ export async function main(argv: string[]): Promise<number> {
       ...(values['lock-wait'] !== undefined ? { 'lock-wait': values['lock-wait'] as string } : {}),
       ...(values.catalog !== undefined ? { catalog: values.catalog as string } : {}),
     };
+    // --server (or VMVAULT_SERVER, unless --repo names a repository here) sends the command
+    // to a running `vmvault serve`.
+    const server =
+      (values.server as string | undefined) ??
+      (values.repo === undefined ? process.env.VMVAULT_SERVER : undefined);
+    if (server && cmd.name !== 'serve') {
+      const [{ REMOTE_COMMANDS, runRemote }, { apiToken }] = await Promise.all([
+        import('./remote.js'),
+        import('./token.js'),
+      ]);
+      if (values.server !== undefined || REMOTE_COMMANDS.has(cmd.name)) {
+        const token = apiToken(values['token-file'] as string | undefined);
+        return await runRemote(server, token, cmd.name, parsed.positionals, values);
+      }
+    }
     const ctx = new Context(g);
     if (cmd.name !== 'init') startKeyDerivation(ctx);
     // Only now is the command's module loaded (with whatever it imports).

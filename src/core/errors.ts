@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'E_BAD_PASSWORD'
   | 'E_NOT_FOUND'
   | 'E_AMBIGUOUS'
+  | 'E_UNAUTHORIZED'
   // data integrity
   | 'E_CORRUPT'
   | 'E_CHUNK_MISSING'
@@ -35,6 +36,7 @@ export type ErrorCode =
   | 'E_TIMEOUT'
   | 'E_CLOSED'
   | 'E_UNSUPPORTED'
+  | 'E_SERVER'
   // filesystems
   | 'E_FS_CORRUPT'
   | 'E_FS_UNSUPPORTED'

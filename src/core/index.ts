@@ -5,3 +5,4 @@ export { formatBytes, formatDuration, parseBytes } from './units.js';
 export { nativeAddon, type NativeAddon, SEEK_DATA, SEEK_HOLE, SEEK_END } from './native.js';
 export { SlabPool, type Slab } from './slab-pool.js';
 export { CachedBlockReader } from './cached-reader.js';
+export { removeStaleSocket } from './unix-socket.js';

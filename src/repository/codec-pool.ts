@@ -5,7 +5,7 @@
 import { readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { type ErrorCode, VmvaultError } from '../core/index.js';
+import { type ErrorCode, SlabPool, VmvaultError } from '../core/index.js';
 import { BlobDecoder, type DecodeOptions } from './blob-codec.js';
 import { DIGEST_SIZE } from './format.js';
 import type { Repository } from './repository.js';
@@ -61,6 +61,7 @@ export class CodecPool {
   /** A decoder on this thread for urgent reads that come before any worker is up (lazy). */
   private inline: BlobDecoder | null = null;
   private readonly keys: { seal: Buffer | null; mac: Buffer | null };
+  private readonly slabPools = new Map<string, SlabPool>();
 
   constructor(repo: Repository, threads = Math.max(1, availableParallelism())) {
     const workerData = {
@@ -320,8 +321,24 @@ export class CodecPool {
     ]);
   }
 
+  /**
+   * `count` shared buffers of `bytes` each for a pipeline that reads into shared memory and
+   * hands it to these workers, made once and kept as long as the pool: memory already touched
+   * costs no page faults, and a resident server reuses it from job to job.
+   */
+  slabs(bytes: number, count: number): SlabPool {
+    const key = `${bytes}x${count}`;
+    let p = this.slabPools.get(key);
+    if (!p) {
+      p = new SlabPool(bytes, count);
+      this.slabPools.set(key, p);
+    }
+    return p;
+  }
+
   /** Stops the workers. */
   async close(): Promise<void> {
+    this.slabPools.clear();
     this.closed = true;
     this.failAll(new VmvaultError('E_INTERNAL', 'codec pool closed'));
     await Promise.all(this.slots.map((s) => s.worker.terminate()));

@@ -74,14 +74,26 @@ export class LocationIndex {
 
   /** Loads every segment from the backend. */
   async load(backend: Backend, key: Buffer | null): Promise<void> {
-    const objects = await backend.list('index');
+    await this.loadSegments(backend, key, await backend.listNames('index'));
+  }
+
+  /** Loads the segments named `names` (object names under index/) into the index. */
+  async loadSegments(backend: Backend, key: Buffer | null, names: readonly string[]): Promise<void> {
     await Promise.all(
-      objects.map(async (o) => {
-        const data = await backend.read(o.name);
-        for (const rec of decodeSegment(data, key, o.name)) this.addPack(rec.pack, rec.entries, true);
-        this.segments.add(o.name);
+      names.map(async (name) => {
+        const data = await backend.read(name);
+        for (const rec of decodeSegment(data, key, name)) this.addPack(rec.pack, rec.entries, true);
+        this.segments.add(name);
       }),
     );
+  }
+
+  /** Forgets everything (before a reload from scratch). */
+  clear(): void {
+    this.map.clear();
+    this.packs.clear();
+    this.pending = [];
+    this.segments.clear();
   }
 
   /** Writes the pending packs as a new segment (after their pack files are durable). */

@@ -26,6 +26,7 @@ import { acquireLock, type Lock, type LockKind } from './lock.js';
 import { decodeManifest, encodeManifest, manifestObjectName, type RestorePoint } from './manifest.js';
 import { PackBuilder, packIdFromName, packObjectName, readPackTrailer } from './pack.js';
 import { TreeReader } from './tree.js';
+import { PageCache } from './page-cache.js';
 
 /** Options of {@link Repository.init}. */
 export interface InitOptions {
@@ -49,6 +50,8 @@ export interface WriteStats {
 
 /** How many sealed packs may be in flight to the backend at once. */
 const MAX_PACK_WRITES = 4;
+/** Bytes of decoded index pages kept (a 16 KiB leaf page covers 32 MiB of disk). */
+const PAGE_CACHE_BYTES = 8 << 20;
 
 /** An open vmvault repository. */
 export class Repository {
@@ -61,6 +64,7 @@ export class Repository {
   private readonly pageEncoder: BlobEncoder;
   private readonly decoder: BlobDecoder;
   readonly stats: WriteStats = { packsWritten: 0, bytesWritten: 0 };
+  private readonly pages = new PageCache(PAGE_CACHE_BYTES);
 
   private constructor(
     readonly backend: Backend,
@@ -142,6 +146,36 @@ export class Repository {
     if (this.indexLoaded) return;
     this.indexLoaded = true;
     await this.index.load(this.backend, this.sealKey);
+  }
+
+  /**
+   * Brings the loaded location index up to date with what other processes wrote since it was
+   * loaded, for a repository kept open across jobs (`vmvault serve`). Call it with a lock held
+   * and nothing of this instance's own pending. New segments are loaded; when a segment this
+   * index knows is gone (gc or compaction rewrote the index, and packs it named may be gone
+   * too), the index is loaded again from scratch, so it never names a blob that is no longer
+   * stored. Returns what it did.
+   */
+  async refreshIndex(): Promise<{ segmentsLoaded: number; reloaded: boolean }> {
+    if (!this.indexLoaded) {
+      await this.loadIndex();
+      return { segmentsLoaded: this.index.segments.size, reloaded: true };
+    }
+    if (this.index.hasPending || this.builder.count > 0 || this.packWrites.size > 0) {
+      throw new VmvaultError('E_INTERNAL', 'the location index cannot be refreshed with blobs pending');
+    }
+    const names = await this.backend.listNames('index');
+    const present = new Set(names);
+    const gone = [...this.index.segments].some((n) => !present.has(n));
+    if (gone) {
+      this.index.clear();
+      this.pages.clear();
+      await this.index.loadSegments(this.backend, this.sealKey, names);
+      return { segmentsLoaded: names.length, reloaded: true };
+    }
+    const fresh = names.filter((n) => !this.index.segments.has(n));
+    await this.index.loadSegments(this.backend, this.sealKey, fresh);
+    return { segmentsLoaded: fresh.length, reloaded: false };
   }
 
   /** AES key for sealing, or null. */
@@ -227,6 +261,7 @@ export class Repository {
     const digest = digestOf(page, this.macKey);
     if (!this.hasBlob(digest))
       await this.addBlob(BlobType.page, digest, this.pageEncoder.encode(page, digest), page.length);
+    this.pages.put(digest, Buffer.from(page));
     return digest;
   }
 
@@ -284,7 +319,13 @@ export class Repository {
 
   /** A reader over the index tree of one disk of a restore point. */
   treeReader(root: Buffer, size: number, chunkSize: number): TreeReader {
-    return new TreeReader(root, Math.ceil(size / chunkSize), (d) => this.loadBlob(d));
+    return new TreeReader(root, Math.ceil(size / chunkSize), async (d) => {
+      const hit = this.pages.get(d);
+      if (hit) return hit;
+      const page = await this.loadBlob(d);
+      this.pages.put(d, page);
+      return page;
+    });
   }
 
   // ---- restore points ----------------------------------------------------------------------

@@ -150,15 +150,16 @@ export async function patchDisk(
   const batches = cutBatches(runs, batchChunks, cs, size);
   const seen = new Set<string>();
 
-  const readBatch = async (batch: Batch): Promise<SharedArrayBuffer> => {
-    const shared = new SharedArrayBuffer(batch.bytes);
+  const depth = Math.max(1, opts.depth ?? 3);
+  // One slab per batch in flight, and one being read: reused from batch to batch.
+  const slabs = pool.slabs(batchChunks * cs, depth + 1);
+  const readBatch = async (batch: Batch, shared: SharedArrayBuffer): Promise<void> => {
     await Promise.all(
       batch.pieces.map((p) => {
         const len = Math.min(p.end * cs, size) - p.first * cs;
         return source.read(p.first * cs, Buffer.from(shared, p.at, len));
       }),
     );
-    return shared;
   };
 
   // Hashes a read batch, records its chunks and starts encoding the new ones.
@@ -214,7 +215,6 @@ export async function patchDisk(
 
   // Batches in flight, appended to the packs in order.
   const inFlight: Promise<{ digest: Buffer; rawLength: number; stored: Promise<Buffer> }[]>[] = [];
-  const depth = Math.max(1, opts.depth ?? 3);
   const appendOldest = async (): Promise<void> => {
     for (const blob of await inFlight.shift()!) {
       const stored = await blob.stored;
@@ -229,7 +229,17 @@ export async function patchDisk(
   const batchesBytes = batches.reduce((s, b) => s + b.bytes, 0);
   try {
     for (const batch of batches) {
-      const started = readBatch(batch).then((shared) => encodeBatch(batch, shared));
+      // The slab goes back once the workers are done with it (every blob encoded or failed).
+      const started = slabs.acquire().then(async (slab) => {
+        try {
+          await readBatch(batch, slab.shared);
+          const blobs = await encodeBatch(batch, slab.shared);
+          await Promise.allSettled(blobs.map((b) => b.stored));
+          return blobs;
+        } finally {
+          slabs.release(slab);
+        }
+      });
       started.catch(() => undefined); // awaited in order
       inFlight.push(started);
       if (inFlight.length >= depth) await appendOldest();

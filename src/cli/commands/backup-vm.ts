@@ -3,7 +3,6 @@ import { basename } from 'node:path';
 import { backupVm, trace } from '../../backup/index.js';
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
 import { QmpClient } from '../../protocols/qmp/index.js';
-import { CodecPool } from '../../repository/index.js';
 import type { Context } from '../context.js';
 
 function seconds(v: unknown, what: string): number | undefined {
@@ -61,7 +60,7 @@ export async function backupVmCommand(
         return n.name ?? basename(socket).replace(/\.(sock|socket)$/, '');
       })());
     await ctx.withRepo('shared', `backup ${backupName}`, async (repo) => {
-      const pool = new CodecPool(repo);
+      const pool = await ctx.codecPool(repo);
       const bar = ctx.progress(`backup ${backupName}`);
       try {
         trace('repository open');
@@ -130,7 +129,7 @@ export async function backupVmCommand(
         );
       } finally {
         bar.done();
-        await pool.close();
+        await ctx.releasePool(pool);
       }
     });
   } finally {

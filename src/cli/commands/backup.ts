@@ -12,17 +12,18 @@ export const run: CommandRun = async (ctx, args, v) => {
   const path = args[0]!;
   // Each kind of source loads only its own modules (a VM backup needs no filesystem readers).
   if (path.startsWith('qmp:')) return (await import('./backup-vm.js')).backupVmCommand(ctx, path, v);
-  const [{ latestPoint, runBackup }, { CodecPool }, { openSource }, { collectFiles, sourceReader }] =
-    await Promise.all([
-      import('../../backup/index.js'),
-      import('../../repository/index.js'),
-      import('../../sources/index.js'),
-      import('../index-files.js'),
-    ]);
+  const [{ latestPoint, runBackup }, { openSource }, { collectFiles, sourceReader }] = await Promise.all([
+    import('../../backup/index.js'),
+    import('../../sources/index.js'),
+    import('../index-files.js'),
+  ]);
   const name = (v.name as string | undefined) ?? basename(path);
   await ctx.withRepo('shared', `backup ${name}`, async (repo) => {
-    const source = await openSource(path);
-    const pool = new CodecPool(repo);
+    const pool = await ctx.codecPool(repo);
+    const source = await openSource(path).catch(async (err: unknown) => {
+      await ctx.releasePool(pool);
+      throw err;
+    });
     const bar = ctx.progress(`backup ${name}`);
     try {
       await repo.recoverOrphanPacks();
@@ -91,7 +92,7 @@ export const run: CommandRun = async (ctx, args, v) => {
       );
     } finally {
       bar.done();
-      await pool.close();
+      await ctx.releasePool(pool);
       await source.close();
     }
   });

@@ -47,6 +47,25 @@ export const backupSpec: CommandSpec = {
   load: async () => (await import('./backup.js')).run,
 };
 
+export const serveSpec: CommandSpec = {
+  name: 'serve',
+  summary: 'serve the REST API (backups, restore points, stats) with the repository kept open',
+  usage:
+    'serve [--socket PATH | --port N [--host 127.0.0.1]] [--token-file FILE]\n\n' +
+    'Listens on 127.0.0.1:8420 by default and prints the URL on its first line of stdout; stays\n' +
+    'in the foreground until SIGINT or SIGTERM, then lets running jobs finish. The repository,\n' +
+    'its index and its worker threads stay open between jobs, so a job starts at once. Other\n' +
+    'addresses than loopback need --token-file (or VMVAULT_TOKEN): clients then send\n' +
+    '"Authorization: Bearer TOKEN". CLI commands reach it with --server URL (backup, list,\n' +
+    'stats). The API: docs/server.md.',
+  options: {
+    socket: { type: 'string' },
+    port: { type: 'string' },
+    host: { type: 'string' },
+  },
+  load: async () => (await import('./serve.js')).run,
+};
+
 export const listSpec: CommandSpec = {
   name: 'list',
   summary: 'list restore points, grouped by name',
@@ -228,4 +247,5 @@ export const COMMANDS: readonly CommandSpec[] = [
   cloneSpec,
   recoverSpec,
   revertSpec,
+  serveSpec,
 ];

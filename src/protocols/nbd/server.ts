@@ -1,7 +1,7 @@
 /** NBD server: serves named exports over TCP and/or unix sockets. */
-import { existsSync, unlinkSync } from 'node:fs';
-import { type Server, type Socket, createConnection, createServer } from 'node:net';
+import { type Server, type Socket, createServer } from 'node:net';
 import { VmvaultError } from '../../core/errors.js';
+import { removeStaleSocket } from '../../core/unix-socket.js';
 import { NBD_MAX_PAYLOAD } from './constants.js';
 import type { NbdExport } from './export.js';
 import { ServerConnection } from './server-connection.js';
@@ -172,24 +172,5 @@ export class NbdServer {
       if (!first.done) return first.value;
     }
     return undefined;
-  }
-}
-
-/** Removes a unix socket file left by a dead server; refuses when a live server answers on it. */
-async function removeStaleSocket(path: string): Promise<void> {
-  if (!existsSync(path)) return;
-  const alive = await new Promise<boolean>((resolve) => {
-    const probe = createConnection({ path });
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (alive) throw new VmvaultError('E_IO', `another server is listening on ${path}`);
-  try {
-    unlinkSync(path);
-  } catch {
-    // listen() reports the real problem.
   }
 }

@@ -1,0 +1,8 @@
+/**
+ * Public surface of `server`: `vmvault serve`'s REST API (docs/server.md), the repository it
+ * keeps open across jobs, and the client the CLI uses with `--server`.
+ */
+export { VmvaultServer, type ServerOptions, type ServerListen } from './server.js';
+export { ResidentRepository, type ResidentOptions, type JobInfo } from './resident.js';
+export { apiRequest, parseServerUrl, type ApiRequestOptions, type ServerAddress } from './client.js';
+export { backupArgs } from './routes.js';

@@ -1,0 +1,195 @@
+/**
+ * The REST API's routes (docs/server.md). Each route runs the CLI command of the same job in
+ * the server's {@link ServerContext}, so the API and the CLI share one implementation and
+ * answer with the same JSON documents.
+ */
+import { isAbsolute } from 'node:path';
+import type { OptionValues } from '../cli/command.js';
+import { COMMANDS } from '../cli/commands/specs.js';
+import { VmvaultError } from '../core/index.js';
+import type { ResidentRepository } from './resident.js';
+import { type CommandOutput, ServerContext } from './server-context.js';
+
+/** A parsed request, as a route sees it. */
+export interface ApiRequest {
+  method: string;
+  /** Path without the query string. */
+  path: string;
+  query: URLSearchParams;
+  body: () => Promise<Record<string, unknown>>;
+}
+
+/** A route's answer: a status and a JSON value, and the text form when there is one. */
+export interface ApiReply {
+  status: number;
+  value: unknown;
+  text?: string;
+}
+
+/** What routes need from the server. */
+export interface RouteContext {
+  resident: ResidentRepository;
+  /** `--catalog` of the server, if given. */
+  catalog?: string;
+  version: string;
+}
+
+type Handler = (req: ApiRequest, ctx: RouteContext) => Promise<ApiReply>;
+
+/** Runs CLI command `name` in the server; its captured output. */
+async function runCommand(
+  rc: RouteContext,
+  name: string,
+  args: string[],
+  values: OptionValues,
+): Promise<CommandOutput> {
+  const spec = COMMANDS.find((c) => c.name === name);
+  if (!spec) throw new VmvaultError('E_INTERNAL', `no command ${name}`);
+  const ctx = new ServerContext(rc.resident, rc.catalog !== undefined ? { catalog: rc.catalog } : {});
+  const run = await spec.load();
+  const code = await run(ctx, args, { ...values, json: true });
+  if (code !== 0 || !ctx.output) {
+    throw new VmvaultError('E_INTERNAL', `${name} ended with status ${code} and no result`);
+  }
+  return ctx.output;
+}
+
+function usage(message: string, hint?: string): VmvaultError {
+  return new VmvaultError('E_USAGE', message, hint ? { hint } : {});
+}
+
+function optString(body: Record<string, unknown>, key: string): string | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || v === '') throw usage(`"${key}" must be a non-empty string`);
+  return v;
+}
+
+function optStrings(body: Record<string, unknown>, key: string): string[] | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x === '')) {
+    throw usage(`"${key}" must be an array of non-empty strings`);
+  }
+  return v as string[];
+}
+
+/** A path the server opens: it must be absolute (the server's working directory is its own). */
+function absolute(what: string, path: string): string {
+  if (!isAbsolute(path)) {
+    throw usage(
+      `${what} must be an absolute path, not ${path}`,
+      "the server does not know the client's directory",
+    );
+  }
+  return path;
+}
+
+const BACKUP_KEYS = new Set([
+  'source',
+  'name',
+  'tags',
+  'fileIndex',
+  'guestAgent',
+  'freezeTimeout',
+  'disks',
+  'nbdSocket',
+  'scratchDir',
+]);
+
+/**
+ * `POST /api/v1/backups`: the body is `{source, name?, tags?, fileIndex?, guestAgent?,
+ * freezeTimeout?, disks?, nbdSocket?, scratchDir?}`, the options of `vmvault backup`.
+ */
+export function backupArgs(body: Record<string, unknown>): { args: string[]; values: OptionValues } {
+  for (const k of Object.keys(body)) {
+    if (!BACKUP_KEYS.has(k)) throw usage(`unknown field "${k}" in a backup request`);
+  }
+  const source = optString(body, 'source');
+  if (!source) throw usage('a backup request needs "source"', 'e.g. {"source": "/var/lib/vm/disk.raw"}');
+  if (source.startsWith('qmp:')) absolute('the QMP socket', source.slice('qmp:'.length));
+  else if (!/^nbd(\+unix)?:\/\//.test(source)) absolute('the source', source);
+  const values: OptionValues = {};
+  const name = optString(body, 'name');
+  if (name) values.name = name;
+  const tags = optStrings(body, 'tags');
+  if (tags) values.tag = tags;
+  if (body.fileIndex !== undefined) {
+    if (typeof body.fileIndex !== 'boolean') throw usage('"fileIndex" must be true or false');
+    if (!body.fileIndex) values['no-file-index'] = true;
+  }
+  const agent = body.guestAgent;
+  if (agent === false) values['no-guest-agent'] = true;
+  else if (agent !== undefined && agent !== null) {
+    if (typeof agent !== 'string') throw usage('"guestAgent" must be the agent socket path or false');
+    values['guest-agent'] = absolute('the guest agent socket', agent);
+  }
+  const ft = body.freezeTimeout;
+  if (ft !== undefined && ft !== null) {
+    if (typeof ft !== 'number' || !(ft > 0))
+      throw usage('"freezeTimeout" must be a positive number of seconds');
+    values['freeze-timeout'] = String(ft);
+  }
+  const disks = optStrings(body, 'disks');
+  if (disks) values.disk = disks;
+  const nbd = optString(body, 'nbdSocket');
+  if (nbd) values['nbd-socket'] = absolute('nbdSocket', nbd);
+  const scratch = optString(body, 'scratchDir');
+  if (scratch) values['scratch-dir'] = absolute('scratchDir', scratch);
+  return { args: [source], values };
+}
+
+const routes: { method: string; path: string; handle: Handler }[] = [
+  {
+    method: 'GET',
+    path: '/api/v1/health',
+    handle: async (_req, rc) => {
+      const repo = await rc.resident.repository();
+      return {
+        status: 200,
+        value: {
+          status: 'ok',
+          version: rc.version,
+          repository: {
+            path: rc.resident.opts.path,
+            id: repo.config.id,
+            encrypted: repo.config.encryption !== null,
+          },
+          jobs: rc.resident.queue,
+        },
+      };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/points',
+    handle: async (req, rc) => {
+      const name = req.query.get('name');
+      const out = await runCommand(rc, 'list', [], name ? { name } : {});
+      return { status: 200, ...out };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/stats',
+    handle: async (_req, rc) => ({ status: 200, ...(await runCommand(rc, 'stats', [], {})) }),
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/backups',
+    handle: async (req, rc) => {
+      const { args, values } = backupArgs(await req.body());
+      return { status: 201, ...(await runCommand(rc, 'backup', args, values)) };
+    },
+  },
+];
+
+/** The methods `path` takes (empty for an unknown path). */
+export function allowedMethods(path: string): string[] {
+  return routes.filter((r) => r.path === path).map((r) => r.method);
+}
+
+/** The handler of `method path`, or null when there is none. */
+export function route(method: string, path: string): Handler | null {
+  return routes.find((r) => r.path === path && r.method === method)?.handle ?? null;
+}

@@ -1,0 +1,275 @@
+/**
+ * `vmvault serve`: the REST API with a repository kept open across jobs. Backups through the
+ * API restore byte-identical; CLI commands of other processes (backup, forget, gc) between jobs
+ * are seen by the next job; bad requests get clear errors and leave the server serving; a token
+ * guards TCP listeners.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { BIN, fileHash, makeExt4Image, makeTree, randomWrites, Workspace } from './helpers.js';
+
+interface Answer {
+  status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: tests read whatever JSON the API answers
+  json: any;
+  text: string;
+}
+
+/** One HTTP request to a unix socket or a TCP port; the status and the (JSON) body. */
+function call(
+  to: { socketPath: string } | { port: number },
+  method: string,
+  path: string,
+  body?: string,
+  headers: Record<string, string> = {},
+): Promise<Answer> {
+  const where = 'port' in to ? { host: '127.0.0.1', port: to.port } : to;
+  return new Promise((resolve, reject) => {
+    const req = request({ ...where, method, path, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => {
+        let json: unknown = null;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          // not JSON: left null
+        }
+        resolve({ status: res.statusCode ?? 0, json, text });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Starts `vmvault serve args`; resolves with the process and the first line it printed. */
+async function serve(ws: Workspace, args: string[]): Promise<{ child: ChildProcess; first: string }> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args], {
+    env: ws.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stderr!.resume();
+  const [first] = (await Promise.race([
+    once(createInterface({ input: child.stdout! }), 'line'),
+    once(child, 'exit').then(([code]) => {
+      throw new Error(`vmvault serve exited with ${code}`);
+    }),
+  ])) as [string];
+  return { child, first };
+}
+
+async function stop(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  child.kill('SIGTERM');
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return code;
+}
+
+describe('vmvault serve', () => {
+  const ws = new Workspace();
+  const sock = ws.path('api.sock');
+  const at = { socketPath: sock };
+  let server: ChildProcess | undefined;
+
+  before(async () => {
+    makeTree(ws.path('tree-a'), { randomMiB: 6 });
+    makeExt4Image(ws.path('a.img'), 24 << 20, ws.path('tree-a'));
+    makeTree(ws.path('tree-b'), { randomMiB: 6, seed: 9 });
+    makeExt4Image(ws.path('b.img'), 24 << 20, ws.path('tree-b'));
+    ws.ok(['init']);
+    const s = await serve(ws, ['--socket', sock, '--json']);
+    server = s.child;
+    assert.deepEqual(JSON.parse(s.first), { url: `unix:${sock}` });
+  });
+  after(async () => {
+    if (server) await stop(server);
+    ws.cleanup();
+  });
+
+  it('answers health with the repository it keeps open', async () => {
+    const r = await call(at, 'GET', '/api/v1/health');
+    assert.equal(r.status, 200);
+    assert.equal(r.json.status, 'ok');
+    assert.equal(r.json.repository.encrypted, false);
+    assert.equal(r.json.repository.path, ws.repo);
+    assert.deepEqual(r.json.jobs, []);
+  });
+
+  it('backs up through the API, and the point restores byte-identical', async () => {
+    const r = await call(
+      at,
+      'POST',
+      '/api/v1/backups',
+      JSON.stringify({ source: ws.path('a.img'), name: 'a', tags: ['api'] }),
+    );
+    assert.equal(r.status, 201, r.text);
+    assert.match(r.json.id, /^[0-9a-f]{16}$/);
+    assert.equal(r.json.name, 'a');
+    assert.ok(r.json.bytesStored > 0);
+    const listed = await call(at, 'GET', '/api/v1/points?name=a');
+    assert.equal(listed.status, 200);
+    assert.deepEqual(
+      listed.json.map((p: { id: string }) => p.id),
+      [r.json.id],
+    );
+    ws.ok(['restore', r.json.id, ws.path('a.out')]);
+    assert.equal(fileHash(ws.path('a.out')), fileHash(ws.path('a.img')));
+  });
+
+  it('runs backup, list and stats for the CLI with --server, with the CLI output', () => {
+    const viaServer = ['--server', `unix:${sock}`];
+    // A relative source path is the client's: the CLI makes it absolute.
+    const r = ws.run(['backup', 'b.img', '--name', 'b', '--json', ...viaServer], {});
+    assert.notEqual(r.code, 0, 'b.img is relative to the test process, not to the workspace');
+    const b = ws.ok(['backup', ws.path('b.img'), '--name', 'b', '--json', ...viaServer]);
+    assert.equal(b.name, 'b');
+    const text = ws.ok(['list', ...viaServer]) as string;
+    assert.match(text, /^a \(1 restore point\)/m);
+    assert.match(text, /^b \(1 restore point\)/m);
+    const stats = ws.ok(['stats', '--json', ...viaServer]);
+    assert.equal(stats.restorePoints, 2);
+    // Commands a server does not run say so.
+    const v = ws.run(['verify', ...viaServer]);
+    assert.equal(v.code, 2);
+    assert.match(v.stderr, /verify does not run on a server/);
+  });
+
+  it('sees what other processes wrote between jobs: their chunks, and what gc removed', async () => {
+    // Another process backs up a changed copy of a: the server's next backup of the same
+    // content reuses every chunk that process wrote.
+    await randomWrites(ws.path('a.img'), 40, 65536, 65536, 3, 20 << 20);
+    const cli = ws.ok(['backup', ws.path('a.img'), '--name', 'a2', '--json']);
+    assert.ok(cli.chunks.new > 0);
+    const same = await call(
+      at,
+      'POST',
+      '/api/v1/backups',
+      JSON.stringify({ source: ws.path('a.img'), name: 'a3', fileIndex: false }),
+    );
+    assert.equal(same.status, 201, same.text);
+    assert.equal(same.json.chunks.new, 0, 'the chunks the CLI stored are known to the server');
+
+    // Another process forgets every point holding a's data and collects the garbage: the
+    // server's next backup of a must store those chunks again, not point at deleted ones.
+    const ids = (ws.ok(['list', '--json']) as { id: string; name: string }[])
+      .filter((p) => p.name.startsWith('a'))
+      .map((p) => p.id);
+    for (const id of ids) ws.ok(['forget', id]);
+    ws.ok(['gc']);
+    const again = await call(
+      at,
+      'POST',
+      '/api/v1/backups',
+      JSON.stringify({ source: ws.path('a.img'), name: 'a4' }),
+    );
+    assert.equal(again.status, 201, again.text);
+    assert.ok(again.json.chunks.new > 0, 'chunks gc removed are stored again');
+    const verify = ws.run(['verify']);
+    assert.equal(verify.code, 0, verify.stderr);
+    ws.ok(['restore', again.json.id, ws.path('a4.out')]);
+    assert.equal(fileHash(ws.path('a4.out')), fileHash(ws.path('a.img')));
+  });
+
+  it('runs requests that come together one after the other, all of them', async () => {
+    await randomWrites(ws.path('b.img'), 20, 65536, 65536, 4, 20 << 20);
+    const rs = await Promise.all(
+      ['c1', 'c2', 'c3'].map((name) =>
+        call(at, 'POST', '/api/v1/backups', JSON.stringify({ source: ws.path('b.img'), name })),
+      ),
+    );
+    for (const r of rs) assert.equal(r.status, 201, r.text);
+    assert.equal(new Set(rs.map((r) => r.json.id)).size, 3);
+    assert.equal(ws.run(['verify']).code, 0);
+  });
+
+  it('answers bad requests with clear errors and keeps serving', async () => {
+    const cases: [string, string, string | undefined, number, string, RegExp][] = [
+      ['POST', '/api/v1/backups', '{"source": ', 400, 'E_USAGE', /not JSON/],
+      ['POST', '/api/v1/backups', '[1]', 400, 'E_USAGE', /JSON object/],
+      ['POST', '/api/v1/backups', '{}', 400, 'E_USAGE', /needs "source"/],
+      ['POST', '/api/v1/backups', '{"source": "a.img"}', 400, 'E_USAGE', /absolute path/],
+      ['POST', '/api/v1/backups', `{"source": "/x", "nmae": "y"}`, 400, 'E_USAGE', /unknown field "nmae"/],
+      ['POST', '/api/v1/backups', `{"source": "/x", "tags": "t"}`, 400, 'E_USAGE', /"tags" must be an array/],
+      [
+        'POST',
+        '/api/v1/backups',
+        JSON.stringify({ source: ws.path('missing.img') }),
+        422,
+        'E_SOURCE',
+        /does not exist/,
+      ],
+      [
+        'POST',
+        '/api/v1/backups',
+        `{"source": "/x", "pad": "${'x'.repeat(2 << 20)}"}`,
+        400,
+        'E_USAGE',
+        /larger than/,
+      ],
+      ['GET', '/api/v1/nothing', undefined, 404, 'E_NOT_FOUND', /no such API resource/],
+      ['DELETE', '/api/v1/points', undefined, 405, 'E_USAGE', /does not take DELETE/],
+    ];
+    for (const [method, path, body, status, code, message] of cases) {
+      const r = await call(at, method, path, body);
+      assert.equal(r.status, status, `${method} ${path} ${body?.slice(0, 40)}: ${r.text.slice(0, 200)}`);
+      assert.equal(r.json.error.code, code);
+      assert.match(r.json.error.message, message);
+    }
+    // The server is still there, and its repository is whole.
+    const ok = await call(
+      at,
+      'POST',
+      '/api/v1/backups',
+      JSON.stringify({ source: ws.path('b.img'), name: 'after' }),
+    );
+    assert.equal(ok.status, 201, ok.text);
+    assert.equal(ws.run(['verify']).code, 0);
+  });
+
+  it('guards a TCP listener with a token, and refuses other addresses without one', async () => {
+    writeFileSync(ws.path('token'), 's3cret-token\n');
+    const { child, first } = await serve(ws, ['--port', '0', '--token-file', ws.path('token')]);
+    try {
+      const port = Number(/^http:\/\/127\.0\.0\.1:(\d+)$/.exec(first)?.[1]);
+      assert.ok(port > 0, first);
+      const none = await call({ port }, 'GET', '/api/v1/health');
+      assert.equal(none.status, 401);
+      assert.equal(none.json.error.code, 'E_UNAUTHORIZED');
+      const wrong = await call({ port }, 'GET', '/api/v1/health', undefined, {
+        authorization: 'Bearer nope',
+      });
+      assert.equal(wrong.status, 401);
+      const right = await call({ port }, 'GET', '/api/v1/health', undefined, {
+        authorization: 'Bearer s3cret-token',
+      });
+      assert.equal(right.status, 200);
+      // The CLI sends the token from --token-file.
+      const listed = ws.ok(['list', '--json', '--server', first, '--token-file', ws.path('token')]);
+      assert.ok(Array.isArray(listed) && listed.length > 0);
+      const denied = ws.run(['list', '--server', first]);
+      assert.equal(denied.code, 1);
+      assert.match(denied.stderr, /missing or wrong API token/);
+    } finally {
+      assert.equal(await stop(child), 0);
+    }
+    const open = ws.run(['serve', '--host', '0.0.0.0', '--port', '0']);
+    assert.equal(open.code, 2);
+    assert.match(open.stderr, /listening on 0\.0\.0\.0 needs a token/);
+  });
+
+  it('says so when no server answers, and stops cleanly on SIGTERM', async () => {
+    const r = ws.run(['list', '--server', `unix:${ws.path('nobody.sock')}`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot reach the vmvault server at unix:.*nobody\.sock/);
+    const { child } = await serve(ws, ['--socket', ws.path('second.sock')]);
+    assert.equal(await stop(child), 0);
+    assert.equal(existsSync(ws.path('second.sock')), false);
+  });
+});
