@@ -116,6 +116,8 @@ export async function backupVm(
   // Scratch images are made while stale bitmaps are removed and the agent is looked for.
   const scratchFiles = session.createScratchFiles();
   scratchFiles.catch(() => undefined);
+  /** NBD disconnects under way: done before the export they use is removed. */
+  const closing: Promise<void>[] = [];
   let success = false;
   let agentSocket: string | undefined;
   let noAgentReason = 'no guest agent channel is configured';
@@ -219,9 +221,12 @@ export async function backupVm(
           filename: plan.disk.filename,
         };
       } finally {
-        await source.close().catch(() => undefined);
+        // Disconnecting needs no wait: it goes on while the point is made durable.
+        closing.push(source.close().catch(() => undefined));
       }
     }
+    await repo.flush();
+    T('flushed');
     const record: VmPointRecord = { kind: 'qemu', chain, qmp: opts.qmpSocket, consistency, tracking, config };
     const point = await commitPoint(repo, {
       name: opts.name,
@@ -245,6 +250,7 @@ export async function backupVm(
     };
   } finally {
     await scratchFiles.catch(() => undefined);
+    await Promise.all(closing);
     await session.cleanup();
     T('cleaned up');
     await session.finishBitmaps(success);
