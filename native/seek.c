@@ -19,7 +19,9 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "vmvault-entropy.h"
 #include "vmvault-gcm.h"
+#include "vmvault-xxh64.h"
 #include "vmvault-lz4.h"
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
@@ -83,6 +85,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   vmvault_lz4_register(env, exports);
   vmvault_gcm_register(env, exports);
+  vmvault_xxh64_register(env, exports);
+  vmvault_entropy_register(env, exports);
   return exports;
 }
 

@@ -28,6 +28,16 @@ export interface NativeAddon {
    */
   lz4DecompressInto(frame: Uint8Array, dst: Uint8Array): number;
   /**
+   * XXH64 of `data` with seed 0 (zstd's content checksum is its low 32 bits, little-endian).
+   * Absent from addons built before it existed: check before use.
+   */
+  xxh64?(data: Uint8Array): bigint;
+  /**
+   * Order-0 entropy in bits per byte of `windows` windows of `window` bytes spread evenly over
+   * `data` (the first at its start, the last at its end). Absent from older builds.
+   */
+  sampledEntropy?(data: Uint8Array, windows: number, window: number): number;
+  /**
    * AES-256-GCM: encrypts the concatenation of `parts` under `key` (32 bytes) and `nonce`
    * (12 bytes) into `dst` from `at`: ciphertext, then the 16-byte tag. Returns the bytes
    * written. Throws (code `E_GCM`) when they do not fit. Same output as Node's cipher.

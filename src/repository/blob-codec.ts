@@ -7,13 +7,15 @@
  * carries the content size and the content checksum (XXH64). Such a blob checks itself: a reader
  * that trusts the self-check skips recomputing the SHA-256 / HMAC digest, which is the costliest
  * step of a read. Chunks that do not compress are stored as a frame of raw blocks, which
- * decodes at memory speed. Repositories created with lz4 compression write `checkedLz4` blobs
+ * decodes at memory speed; chunks that look incompressible (compressibility.ts) get that frame
+ * without a zstd attempt, its checksum from the native XXH64. Repositories created with lz4 compression write `checkedLz4` blobs
  * instead: the digest, then one LZ4 frame with its content size and XXH32 content checksum.
  */
 import { Compressor, Decompressor } from 'zstd-napi';
 import zstd from 'zstd-napi/binding.js';
 import { type NativeAddon, nativeAddon, VmvaultError } from '../core/index.js';
 import type { Compression } from './config.js';
+import { looksIncompressible } from './compressibility.js';
 import { digestOf, hex, seal, unseal } from './crypto.js';
 import {
   COMPRESSION_MIN_SAVING,
@@ -88,6 +90,8 @@ export class BlobEncoder {
   private readonly checked: boolean;
   private readonly lz4: NativeAddon | null;
   private readonly level: number;
+  /** XXH64 from the native addon, to skip zstd on chunks that look incompressible; or null. */
+  private readonly xxh64: ((data: Uint8Array) => bigint) | null;
 
   /**
    * @param compression the repository's compression (zstd level 0 or `none`: no compression).
@@ -105,6 +109,8 @@ export class BlobEncoder {
     this.level = compression.level;
     this.checked = formatVersion >= 2 && on;
     this.lz4 = on && compression.algorithm === 'lz4' ? lz4Addon() : null;
+    const addon = on && !this.lz4 ? nativeAddon() : null;
+    this.xxh64 = addon?.xxh64 ? addon.xxh64.bind(addon) : null;
     if (on && !this.lz4) {
       this.compressor = new Compressor();
       this.compressor.setParameters({ compressionLevel: compression.level, checksumFlag: this.checked });
@@ -125,8 +131,14 @@ export class BlobEncoder {
       return this.key ? seal(this.key, [plain]) : plain;
     }
     if (this.checked) {
-      const z = this.compressor!.compress(data);
       const head = [Buffer.of(Codec.checked), digest];
+      if (this.xxh64 && looksIncompressible(data)) {
+        // The frame zstd's failed attempt would have led to, without the attempt.
+        const sum = Buffer.allocUnsafe(4);
+        sum.writeUInt32LE(Number(this.xxh64(data) & 0xffffffffn), 0);
+        return this.key ? seal(this.key, [...head, rawFrame(data, sum)]) : rawFrame(data, sum, head);
+      }
+      const z = this.compressor!.compress(data);
       const compressed = z.length <= data.length * (1 - COMPRESSION_MIN_SAVING);
       if (this.key) {
         return seal(this.key, [...head, compressed ? z : rawFrame(data, z.subarray(z.length - 4))]);
@@ -135,7 +147,7 @@ export class BlobEncoder {
     }
     let codec: number = Codec.raw;
     let payload: Uint8Array = data;
-    if (this.compressor && data.length >= 128) {
+    if (this.compressor && data.length >= 128 && !looksIncompressible(data)) {
       const z = this.compressor.compress(data);
       if (z.length <= data.length * (1 - COMPRESSION_MIN_SAVING)) {
         codec = Codec.zstd;

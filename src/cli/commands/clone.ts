@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -8,6 +7,7 @@ import { errnoCode, formatBytes, VmvaultError } from '../../core/index.js';
 import { startLiveServer, TraceStore } from '../../live/index.js';
 import { CodecPool } from '../../repository/index.js';
 import type { CommandRun } from '../command.js';
+import { untilStopSignal } from '../signals.js';
 import { resolvePointDisk } from '../point-disk.js';
 
 function qemuImg(args: string[]): Promise<string> {
@@ -110,6 +110,7 @@ export const run: CommandRun = async (ctx, args, v) => {
         traces: new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
         onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
       });
+      const stop = untilStopSignal();
       process.stdout.write(
         ctx.json
           ? `${JSON.stringify({ clone, id: point.id, disk: disk.name, size: disk.size, socket, uri: server.uri, created })}\n`
@@ -120,7 +121,7 @@ export const run: CommandRun = async (ctx, args, v) => {
           `${formatBytes(disk.size)}); its backing data is served from ${socket}: keep this running ` +
           'while the clone is in use (Ctrl-C to stop)',
       );
-      await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+      await stop;
       await server.close();
       await rm(socket, { force: true });
     } catch (err) {

@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -11,6 +10,7 @@ import { TraceStore } from '../../live/traces.js';
 import type { Overlay } from '../../overlay/index.js';
 import { CodecPool } from '../../repository/codec-pool.js';
 import type { CommandRun } from '../command.js';
+import { untilStopSignal } from '../signals.js';
 import { resolvePointDisk } from '../point-disk.js';
 
 /** Runs `vmvault mount` (its options and help: `mountSpec` in specs.ts). */
@@ -70,6 +70,7 @@ export const run: CommandRun = async (ctx, args, v) => {
         traces: v['no-trace'] ? undefined : new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
         onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
       });
+      const stop = untilStopSignal();
       // First line of stdout: the URI (or {"uri"} with --json), so scripts can wait for it.
       process.stdout.write(
         ctx.json
@@ -80,7 +81,7 @@ export const run: CommandRun = async (ctx, args, v) => {
         `serving ${point.id} (${point.name}, ${disk.name}, ${formatBytes(disk.size)}) ` +
           `${overlay ? `writable, overlay ${tempDir ? '(temporary) ' : ''}${overlay.path}` : 'read-only'}; Ctrl-C to stop`,
       );
-      await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+      await stop;
       await server.close();
       const stats = server.reader.stats;
       let saved: string | undefined;

@@ -1,9 +1,9 @@
 /** `vmvault serve`: the REST API in front of a repository kept open (docs/server.md). */
-import { once } from 'node:events';
 import { resolve } from 'node:path';
 import { VmvaultError } from '../../core/index.js';
 import { VmvaultServer } from '../../server/index.js';
 import type { CommandRun } from '../command.js';
+import { untilStopSignal } from '../signals.js';
 import { apiToken } from '../token.js';
 import { VERSION } from '../version.js';
 
@@ -22,6 +22,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   const say = (m: string): void => {
     if (!ctx.opts.quiet) process.stderr.write(`vmvault: ${m}\n`);
   };
+  const stop = untilStopSignal();
   const server = await VmvaultServer.start({
     path: resolve(ctx.repoPath()),
     passphrase: ctx.passphrase(),
@@ -39,7 +40,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   // First line of stdout: where to reach the API (or {"url"} with --json), so scripts can wait.
   process.stdout.write(ctx.json ? `${JSON.stringify({ url: server.url })}\n` : `${server.url}\n`);
   say(`serving the repository ${ctx.repoPath()} at ${server.url}; Ctrl-C to stop`);
-  await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+  await stop;
   say('stopping: waiting for running jobs');
   // A second signal stops at once; a backup cut short leaves a valid repository.
   const force = () => process.exit(130);
