@@ -189,6 +189,51 @@ describe('vmvault serve', () => {
     assert.equal(ws.run(['verify']).code, 0);
   });
 
+  it('starts a backup without waiting and reports it as a job, with progress and result', async () => {
+    const started = await call(
+      at,
+      'POST',
+      '/api/v1/backups?wait=false',
+      JSON.stringify({ source: ws.path('a.img'), name: 'async' }),
+    );
+    assert.equal(started.status, 202, started.text);
+    assert.match(started.json.id, /^[0-9a-f]{16}$/);
+    assert.ok(['queued', 'running'].includes(started.json.state));
+    assert.equal(started.json.request.name, 'async');
+    let job = started.json;
+    for (let i = 0; i < 600 && (job.state === 'queued' || job.state === 'running'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      job = (await call(at, 'GET', `/api/v1/jobs/${started.json.id}`)).json;
+    }
+    assert.equal(job.state, 'done', JSON.stringify(job.error));
+    assert.equal(job.progress.done, job.progress.total);
+    assert.equal(job.progress.total, 24 << 20);
+    assert.ok(job.startedAt && job.endedAt && job.endedAt >= job.startedAt);
+    ws.ok(['restore', job.result.id, ws.path('async.out')]);
+    assert.equal(fileHash(ws.path('async.out')), fileHash(ws.path('a.img')));
+    // A job that fails keeps its error; the list holds both; unknown ids are 404.
+    const bad = await call(
+      at,
+      'POST',
+      '/api/v1/backups?wait=false',
+      JSON.stringify({ source: ws.path('gone.img') }),
+    );
+    assert.equal(bad.status, 202);
+    let failed = bad.json;
+    for (let i = 0; i < 600 && failed.state !== 'failed' && failed.state !== 'done'; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      failed = (await call(at, 'GET', `/api/v1/jobs/${bad.json.id}`)).json;
+    }
+    assert.equal(failed.state, 'failed');
+    assert.equal(failed.error.code, 'E_SOURCE');
+    const all = (await call(at, 'GET', '/api/v1/jobs')).json as { id: string }[];
+    assert.ok(all.some((j) => j.id === job.id) && all.some((j) => j.id === failed.id));
+    const none = await call(at, 'GET', '/api/v1/jobs/0123456789abcdef');
+    assert.equal(none.status, 404);
+    assert.equal(none.json.error.code, 'E_NOT_FOUND');
+    assert.equal((await call(at, 'POST', '/api/v1/backups?wait=maybe', '{"source": "/x"}')).status, 400);
+  });
+
   it('answers bad requests with clear errors and keeps serving', async () => {
     const cases: [string, string, string | undefined, number, string, RegExp][] = [
       ['POST', '/api/v1/backups', '{"source": ', 400, 'E_USAGE', /not JSON/],

@@ -6,3 +6,4 @@ export { VmvaultServer, type ServerOptions, type ServerListen } from './server.j
 export { ResidentRepository, type ResidentOptions, type JobInfo } from './resident.js';
 export { apiRequest, parseServerUrl, type ApiRequestOptions, type ServerAddress } from './client.js';
 export { backupArgs } from './routes.js';
+export { JobTable, type JobView, type JobState } from './jobs.js';

@@ -7,6 +7,7 @@ import { isAbsolute } from 'node:path';
 import type { OptionValues } from '../cli/command.js';
 import { COMMANDS } from '../cli/commands/specs.js';
 import { VmvaultError } from '../core/index.js';
+import type { JobTable, JobView } from './jobs.js';
 import type { ResidentRepository } from './resident.js';
 import { type CommandOutput, ServerContext } from './server-context.js';
 
@@ -29,6 +30,7 @@ export interface ApiReply {
 /** What routes need from the server. */
 export interface RouteContext {
   resident: ResidentRepository;
+  jobs: JobTable;
   /** `--catalog` of the server, if given. */
   catalog?: string;
   version: string;
@@ -42,10 +44,12 @@ async function runCommand(
   name: string,
   args: string[],
   values: OptionValues,
+  job?: JobView,
 ): Promise<CommandOutput> {
   const spec = COMMANDS.find((c) => c.name === name);
   if (!spec) throw new VmvaultError('E_INTERNAL', `no command ${name}`);
-  const ctx = new ServerContext(rc.resident, rc.catalog !== undefined ? { catalog: rc.catalog } : {});
+  const hooks = job ? { progress: rc.jobs.progressOf(job), onStart: () => rc.jobs.started(job) } : {};
+  const ctx = new ServerContext(rc.resident, rc.catalog !== undefined ? { catalog: rc.catalog } : {}, hooks);
   const run = await spec.load();
   const code = await run(ctx, args, { ...values, json: true });
   if (code !== 0 || !ctx.output) {
@@ -178,18 +182,53 @@ const routes: { method: string; path: string; handle: Handler }[] = [
     method: 'POST',
     path: '/api/v1/backups',
     handle: async (req, rc) => {
-      const { args, values } = backupArgs(await req.body());
-      return { status: 201, ...(await runCommand(rc, 'backup', args, values)) };
+      const body = await req.body();
+      const { args, values } = backupArgs(body);
+      const wait = req.query.get('wait');
+      if (wait !== null && wait !== 'true' && wait !== 'false') throw usage('wait takes true or false');
+      const job = rc.jobs.create('backup', body);
+      const running = runCommand(rc, 'backup', args, values, job).then(
+        (out) => {
+          rc.jobs.finished(job, out.value);
+          return out;
+        },
+        (err: unknown) => {
+          rc.jobs.failed(job, err);
+          throw err;
+        },
+      );
+      if (wait === 'false') {
+        running.catch(() => undefined); // recorded in the job
+        return { status: 202, value: job };
+      }
+      return { status: 201, ...(await running) };
     },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/jobs',
+    handle: async (_req, rc) => ({ status: 200, value: rc.jobs.list() }),
   },
 ];
 
+/** `GET /api/v1/jobs/ID`: one job, or E_NOT_FOUND. */
+const JOB_PATH = /^\/api\/v1\/jobs\/([0-9a-f]{16})$/;
+const jobRoute: Handler = async (req, rc) => {
+  const id = JOB_PATH.exec(req.path)![1]!;
+  const job = rc.jobs.get(id);
+  if (!job)
+    throw new VmvaultError('E_NOT_FOUND', `no job ${id}`, { hint: 'GET /api/v1/jobs lists the jobs kept' });
+  return { status: 200, value: job };
+};
+
 /** The methods `path` takes (empty for an unknown path). */
 export function allowedMethods(path: string): string[] {
+  if (JOB_PATH.test(path)) return ['GET'];
   return routes.filter((r) => r.path === path).map((r) => r.method);
 }
 
 /** The handler of `method path`, or null when there is none. */
 export function route(method: string, path: string): Handler | null {
+  if (JOB_PATH.test(path)) return method === 'GET' ? jobRoute : null;
   return routes.find((r) => r.path === path && r.method === method)?.handle ?? null;
 }

@@ -22,6 +22,8 @@ export class ServerContext extends Context {
   constructor(
     private readonly resident: ResidentRepository,
     opts: Omit<GlobalOptions, 'repo' | 'password-file' | 'json'>,
+    /** Where the command's progress goes (a job's record), and who hears that it started. */
+    private readonly job: { progress?: (label: string) => ProgressLine; onStart?: () => void } = {},
   ) {
     super({ ...opts, repo: resident.opts.path, json: true, quiet: true, progress: false });
   }
@@ -35,7 +37,10 @@ export class ServerContext extends Context {
   }
 
   override withRepo<T>(kind: LockKind, command: string, fn: (repo: Repository) => Promise<T>): Promise<T> {
-    return this.resident.run(kind, command, fn);
+    return this.resident.run(kind, command, (repo) => {
+      this.job.onStart?.();
+      return fn(repo);
+    });
   }
 
   override async codecPool(repo: Repository): Promise<CodecPool> {
@@ -47,7 +52,7 @@ export class ServerContext extends Context {
   }
 
   override progress(label: string): ProgressLine {
-    return new ProgressLine(label, false);
+    return this.job.progress?.(label) ?? new ProgressLine(label, false);
   }
 
   override out(value: unknown, human: () => string): void {

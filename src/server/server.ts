@@ -14,6 +14,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP } from 'node:net';
 import { removeStaleSocket, VmvaultError } from '../core/index.js';
 import { errorBody, readJson, sendJson, sendText, statusOf, wantsText } from './http-util.js';
+import { JobTable } from './jobs.js';
 import { ResidentRepository, type ResidentOptions } from './resident.js';
 import { allowedMethods, route, type RouteContext } from './routes.js';
 
@@ -63,6 +64,7 @@ export class VmvaultServer {
     await resident.repository();
     const rc: RouteContext = {
       resident,
+      jobs: new JobTable(),
       version: opts.version,
       ...(opts.catalog !== undefined ? { catalog: opts.catalog } : {}),
     };
