@@ -234,6 +234,45 @@ describe('vmvault serve', () => {
     assert.equal((await call(at, 'POST', '/api/v1/backups?wait=maybe', '{"source": "/x"}')).status, 400);
   });
 
+  it('restores, verifies, prunes and collects garbage through the API', async () => {
+    const post = (path: string, body: unknown) => call(at, 'POST', path, JSON.stringify(body));
+    const a = await post('/api/v1/backups', { source: ws.path('a.img'), name: 'keep' });
+    assert.equal(a.status, 201, a.text);
+    const r = await post('/api/v1/restores', { point: 'keep:latest', target: ws.path('keep.out') });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.id, a.json.id);
+    assert.equal(fileHash(ws.path('keep.out')), fileHash(ws.path('a.img')));
+    const exists = await post('/api/v1/restores', { point: a.json.id, target: ws.path('keep.out') });
+    assert.equal(exists.status, 422, 'an existing target needs force');
+    assert.equal((await post('/api/v1/restores', { point: a.json.id, target: 'rel.out' })).status, 400);
+    const v = await post('/api/v1/verify', {});
+    assert.equal(v.status, 200, v.text);
+    assert.deepEqual(v.json.damaged, []);
+    assert.ok(v.json.pointsChecked >= 2);
+    await randomWrites(ws.path('b.img'), 10, 65536, 65536, 7, 20 << 20);
+    assert.equal((await post('/api/v1/backups', { source: ws.path('b.img'), name: 'p' })).status, 201);
+    const before = (await call(at, 'GET', '/api/v1/points')).json.length as number;
+    const dry = await post('/api/v1/prune', { keepLast: 1, name: 'p', dryRun: true });
+    assert.equal(dry.status, 200, dry.text);
+    assert.equal(dry.json.dryRun, true);
+    assert.equal(dry.json.removed.length, 0);
+    const none = await post('/api/v1/prune', {});
+    assert.equal(none.status, 400, 'a prune without rules would remove everything');
+    assert.equal((await post('/api/v1/prune', { keepLast: -1 })).status, 400);
+    assert.equal((await post('/api/v1/backups', { source: ws.path('b.img'), name: 'p' })).status, 201);
+    const pruned = await post('/api/v1/prune', { keepLast: 1, name: 'p' });
+    assert.equal(pruned.status, 200, pruned.text);
+    assert.equal(pruned.json.removed.length, 1);
+    assert.equal((await call(at, 'GET', '/api/v1/points')).json.length, before);
+    const gc = await post('/api/v1/gc', {});
+    assert.equal(gc.status, 200, gc.text);
+    assert.equal(typeof gc.json.bytesFreed, 'number');
+    // After an in-server gc the next backup and a verify are whole.
+    const b = await post('/api/v1/backups', { source: ws.path('b.img'), name: 'after-gc' });
+    assert.equal(b.status, 201, b.text);
+    assert.equal(ws.run(['verify']).code, 0);
+  });
+
   it('answers bad requests with clear errors and keeps serving', async () => {
     const cases: [string, string, string | undefined, number, string, RegExp][] = [
       ['POST', '/api/v1/backups', '{"source": ', 400, 'E_USAGE', /not JSON/],

@@ -5,7 +5,7 @@
  */
 import { isAbsolute } from 'node:path';
 import type { OptionValues } from '../cli/command.js';
-import { COMMANDS } from '../cli/commands/specs.js';
+import { COMMANDS, PRUNE_RULES } from '../cli/commands/specs.js';
 import { VmvaultError } from '../core/index.js';
 import type { JobTable, JobView } from './jobs.js';
 import type { ResidentRepository } from './resident.js';
@@ -52,7 +52,8 @@ async function runCommand(
   const ctx = new ServerContext(rc.resident, rc.catalog !== undefined ? { catalog: rc.catalog } : {}, hooks);
   const run = await spec.load();
   const code = await run(ctx, args, { ...values, json: true });
-  if (code !== 0 || !ctx.output) {
+  // verify answers 3 with its report when it finds damage: the report is the answer.
+  if (!ctx.output) {
     throw new VmvaultError('E_INTERNAL', `${name} ended with status ${code} and no result`);
   }
   return ctx.output;
@@ -106,9 +107,7 @@ const BACKUP_KEYS = new Set([
  * freezeTimeout?, disks?, nbdSocket?, scratchDir?}`, the options of `vmvault backup`.
  */
 export function backupArgs(body: Record<string, unknown>): { args: string[]; values: OptionValues } {
-  for (const k of Object.keys(body)) {
-    if (!BACKUP_KEYS.has(k)) throw usage(`unknown field "${k}" in a backup request`);
-  }
+  known(body, [...BACKUP_KEYS], 'backup');
   const source = optString(body, 'source');
   if (!source) throw usage('a backup request needs "source"', 'e.g. {"source": "/var/lib/vm/disk.raw"}');
   if (source.startsWith('qmp:')) absolute('the QMP socket', source.slice('qmp:'.length));
@@ -141,6 +140,108 @@ export function backupArgs(body: Record<string, unknown>): { args: string[]; val
   const scratch = optString(body, 'scratchDir');
   if (scratch) values['scratch-dir'] = absolute('scratchDir', scratch);
   return { args: [source], values };
+}
+
+/** `POST /api/v1/restores`: `{point, target, format?, disk?, force?}` (`vmvault restore`). */
+export function restoreArgs(body: Record<string, unknown>): { args: string[]; values: OptionValues } {
+  known(body, ['point', 'target', 'format', 'disk', 'force'], 'restore');
+  const point = optString(body, 'point');
+  const target = optString(body, 'target');
+  if (!point || !target) throw usage('a restore request needs "point" and "target"');
+  const values: OptionValues = {};
+  const format = optString(body, 'format');
+  if (format) values.format = format;
+  const disk = optString(body, 'disk');
+  if (disk) values.disk = disk;
+  if (optBoolean(body, 'force')) values.force = true;
+  return { args: [point, absolute('the target', target)], values };
+}
+
+/** `POST /api/v1/verify`: `{points?}` (`vmvault verify [ID...]`; all points without). */
+export function verifyArgs(body: Record<string, unknown>): { args: string[]; values: OptionValues } {
+  known(body, ['points'], 'verify');
+  return { args: optStrings(body, 'points') ?? [], values: {} };
+}
+
+/** `POST /api/v1/prune`: `{keepLast?, keepHourly?, …, keepYearly?, name?, dryRun?}`. */
+export function pruneArgs(body: Record<string, unknown>): { args: string[]; values: OptionValues } {
+  const rules = PRUNE_RULES.map((r) => [r, `keep${r[0]!.toUpperCase()}${r.slice(1)}`] as const);
+  known(body, [...rules.map(([, k]) => k), 'name', 'dryRun'], 'prune');
+  const values: OptionValues = {};
+  for (const [rule, key] of rules) {
+    const n = body[key];
+    if (n === undefined || n === null) continue;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0)
+      throw usage(`"${key}" must be a whole number`);
+    values[`keep-${rule}`] = String(n);
+  }
+  const name = optString(body, 'name');
+  if (name) values.name = name;
+  if (optBoolean(body, 'dryRun')) values['dry-run'] = true;
+  return { args: [], values };
+}
+
+/** `POST /api/v1/gc`: `{dryRun?, repackThreshold?}` (`vmvault gc`). */
+export function gcArgs(body: Record<string, unknown>): { args: string[]; values: OptionValues } {
+  known(body, ['dryRun', 'repackThreshold'], 'gc');
+  const values: OptionValues = {};
+  if (optBoolean(body, 'dryRun')) values['dry-run'] = true;
+  const t = body.repackThreshold;
+  if (t !== undefined && t !== null) {
+    if (typeof t !== 'number' || !(t >= 0 && t <= 1))
+      throw usage('"repackThreshold" must be a number from 0 to 1');
+    values['repack-threshold'] = String(t);
+  }
+  return { args: [], values };
+}
+
+function known(body: Record<string, unknown>, keys: readonly string[], what: string): void {
+  for (const k of Object.keys(body))
+    if (!keys.includes(k)) throw usage(`unknown field "${k}" in a ${what} request`);
+}
+
+function optBoolean(body: Record<string, unknown>, key: string): boolean {
+  const v = body[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== 'boolean') throw usage(`"${key}" must be true or false`);
+  return v;
+}
+
+/**
+ * `POST path` runs CLI command `command` as a job: it answers when the job ends (201 for a
+ * backup, 200 otherwise, with the command's JSON), or at once with `?wait=false` (202, the job).
+ */
+function commandJob(
+  path: string,
+  command: string,
+  parse: (body: Record<string, unknown>) => { args: string[]; values: OptionValues },
+): { method: string; path: string; handle: Handler } {
+  return {
+    method: 'POST',
+    path,
+    handle: async (req, rc) => {
+      const wait = req.query.get('wait');
+      if (wait !== null && wait !== 'true' && wait !== 'false') throw usage('wait takes true or false');
+      const body = await req.body();
+      const { args, values } = parse(body);
+      const job = rc.jobs.create(command, body);
+      const running = runCommand(rc, command, args, values, job).then(
+        (out) => {
+          rc.jobs.finished(job, out.value);
+          return out;
+        },
+        (err: unknown) => {
+          rc.jobs.failed(job, err);
+          throw err;
+        },
+      );
+      if (wait === 'false') {
+        running.catch(() => undefined); // recorded in the job
+        return { status: 202, value: job };
+      }
+      return { status: command === 'backup' ? 201 : 200, ...(await running) };
+    },
+  };
 }
 
 const routes: { method: string; path: string; handle: Handler }[] = [
@@ -178,32 +279,11 @@ const routes: { method: string; path: string; handle: Handler }[] = [
     path: '/api/v1/stats',
     handle: async (_req, rc) => ({ status: 200, ...(await runCommand(rc, 'stats', [], {})) }),
   },
-  {
-    method: 'POST',
-    path: '/api/v1/backups',
-    handle: async (req, rc) => {
-      const body = await req.body();
-      const { args, values } = backupArgs(body);
-      const wait = req.query.get('wait');
-      if (wait !== null && wait !== 'true' && wait !== 'false') throw usage('wait takes true or false');
-      const job = rc.jobs.create('backup', body);
-      const running = runCommand(rc, 'backup', args, values, job).then(
-        (out) => {
-          rc.jobs.finished(job, out.value);
-          return out;
-        },
-        (err: unknown) => {
-          rc.jobs.failed(job, err);
-          throw err;
-        },
-      );
-      if (wait === 'false') {
-        running.catch(() => undefined); // recorded in the job
-        return { status: 202, value: job };
-      }
-      return { status: 201, ...(await running) };
-    },
-  },
+  commandJob('/api/v1/backups', 'backup', backupArgs),
+  commandJob('/api/v1/restores', 'restore', restoreArgs),
+  commandJob('/api/v1/verify', 'verify', verifyArgs),
+  commandJob('/api/v1/prune', 'prune', pruneArgs),
+  commandJob('/api/v1/gc', 'gc', gcArgs),
   {
     method: 'GET',
     path: '/api/v1/jobs',

@@ -78,7 +78,8 @@ export class VmvaultServer {
     });
     // A client that opens a connection and says nothing is dropped.
     http.headersTimeout = 10_000;
-    http.requestTimeout = 0; // a backup request legitimately waits for its job
+    // Receiving a request (headers and body) may take 30 s; the job it starts is not counted.
+    http.requestTimeout = 30_000;
     http.keepAliveTimeout = 5_000;
     try {
       if ('socketPath' in listen) await removeStaleSocket(listen.socketPath);

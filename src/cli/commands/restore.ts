@@ -1,5 +1,4 @@
 import { VmvaultError, formatBytes, formatDuration } from '../../core/index.js';
-import { CodecPool } from '../../repository/index.js';
 import { restoreDisk } from '../../restore/index.js';
 import type { CommandRun } from '../command.js';
 import { resolvePointDisk } from '../point-disk.js';
@@ -14,7 +13,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   const format = targetFormat(args[1]!, v.format as string | undefined);
   await ctx.withRepo('shared', `restore ${args[0]}`, async (repo) => {
     const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
-    const pool = new CodecPool(repo);
+    const pool = await ctx.codecPool(repo);
     const bar = ctx.progress(`restore ${point.id.slice(0, 8)}`);
     try {
       const started = Date.now();
@@ -43,7 +42,7 @@ export const run: CommandRun = async (ctx, args, v) => {
       );
     } finally {
       bar.done();
-      await pool.close();
+      await ctx.releasePool(pool);
     }
   });
   return 0;

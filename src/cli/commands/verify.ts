@@ -1,5 +1,5 @@
 import { formatBytes } from '../../core/index.js';
-import { CodecPool, type VerifyReport, verifyRepository } from '../../repository/index.js';
+import { type VerifyReport, verifyRepository } from '../../repository/index.js';
 import type { CommandRun } from '../command.js';
 
 function describe(r: VerifyReport): string {
@@ -16,7 +16,7 @@ function describe(r: VerifyReport): string {
 /** Runs `vmvault verify` (its options and help: `verifySpec` in specs.ts). */
 export const run: CommandRun = async (ctx, args) => {
   const r = await ctx.withRepo('shared', 'verify', async (repo) => {
-    const pool = new CodecPool(repo);
+    const pool = await ctx.codecPool(repo);
     const bar = ctx.progress('verify');
     try {
       const points =
@@ -24,7 +24,7 @@ export const run: CommandRun = async (ctx, args) => {
       return await verifyRepository(repo, pool, points, (p) => bar.update(p.done, p.total));
     } finally {
       bar.done();
-      await pool.close();
+      await ctx.releasePool(pool);
     }
   });
   ctx.out(r, () => describe(r));
