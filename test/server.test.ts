@@ -123,7 +123,7 @@ describe('vmvault serve', () => {
     assert.equal(fileHash(ws.path('a.out')), fileHash(ws.path('a.img')));
   });
 
-  it('runs backup, list and stats for the CLI with --server, with the CLI output', () => {
+  it('runs backup, list, stats, verify, restore and gc for the CLI with --server', () => {
     const viaServer = ['--server', `unix:${sock}`];
     // A relative source path is the client's: the CLI makes it absolute.
     const r = ws.run(['backup', 'b.img', '--name', 'b', '--json', ...viaServer], {});
@@ -135,10 +135,17 @@ describe('vmvault serve', () => {
     assert.match(text, /^b \(1 restore point\)/m);
     const stats = ws.ok(['stats', '--json', ...viaServer]);
     assert.equal(stats.restorePoints, 2);
-    // Commands a server does not run say so.
     const v = ws.run(['verify', ...viaServer]);
-    assert.equal(v.code, 2);
-    assert.match(v.stderr, /verify does not run on a server/);
+    assert.equal(v.code, 0, v.stderr);
+    assert.match(v.stdout, /checked 2 restore point\(s\): no problems found/);
+    ws.ok(['restore', 'b:latest', ws.path('b.cli.out'), ...viaServer]);
+    assert.equal(fileHash(ws.path('b.cli.out')), fileHash(ws.path('b.img')));
+    const gcDry = ws.ok(['gc', '--dry-run', '--json', ...viaServer]);
+    assert.equal(gcDry.dryRun, true);
+    // Commands a server does not run say so.
+    const m = ws.run(['mount', 'b:latest', '--socket', ws.path('m.sock'), ...viaServer]);
+    assert.equal(m.code, 2);
+    assert.match(m.stderr, /mount does not run on a server/);
   });
 
   it('sees what other processes wrote between jobs: their chunks, and what gc removed', async () => {

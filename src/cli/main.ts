@@ -43,7 +43,7 @@ function help(): string {
     '  --no-progress         no progress line on the terminal',
     '  --lock-wait SECONDS   how long to wait for a busy repository (default 3600)',
     '  --catalog FILE        catalog database (default ~/.cache/vmvault/<repo-id>/catalog.db)',
-    "  --server URL          run backup, list or stats on a 'vmvault serve' (or VMVAULT_SERVER)",
+    "  --server URL          run backup, restore, verify, prune, gc, list, stats on a 'vmvault serve'",
     '  --token-file FILE     API token of that server (or VMVAULT_TOKEN)',
     '',
     "'vmvault <command> --help' shows a command's usage.",

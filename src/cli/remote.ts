@@ -8,7 +8,15 @@ import { VmvaultError } from '../core/errors.js';
 import type { OptionValues } from './command.js';
 
 /** Commands that can run on a server. */
-export const REMOTE_COMMANDS: ReadonlySet<string> = new Set(['backup', 'list', 'stats']);
+export const REMOTE_COMMANDS: ReadonlySet<string> = new Set([
+  'backup',
+  'restore',
+  'verify',
+  'prune',
+  'gc',
+  'list',
+  'stats',
+]);
 
 /** A path option of `vmvault backup`, made absolute (the server has its own working directory). */
 function abs(v: OptionValues[string]): string | undefined {
@@ -46,6 +54,50 @@ export function backupRequest(args: readonly string[], v: OptionValues): Record<
   return body;
 }
 
+/** The request body of `restore`, `verify`, `prune` or `gc` (see docs/server.md). */
+export function jobRequest(name: string, args: readonly string[], v: OptionValues): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  const num = (opt: string): number => {
+    const n = Number(v[opt]);
+    if (!Number.isFinite(n))
+      throw new VmvaultError('E_USAGE', `--${opt} takes a number, not ${String(v[opt])}`);
+    return n;
+  };
+  if (name === 'restore') {
+    if (args.length !== 2) {
+      throw new VmvaultError('E_USAGE', 'restore takes a restore point id and a target', {
+        hint: 'vmvault restore <id> <target>',
+      });
+    }
+    body.point = args[0];
+    body.target = resolve(args[1]!);
+    if (typeof v.format === 'string') body.format = v.format;
+    if (typeof v.disk === 'string') body.disk = v.disk;
+    if (v.force === true) body.force = true;
+  } else if (name === 'verify') {
+    if (args.length > 0) body.points = [...args];
+  } else if (name === 'prune') {
+    for (const [k, val] of Object.entries(v)) {
+      const m = /^keep-(\w+)$/.exec(k);
+      if (m && val !== undefined) body[`keep${m[1]![0]!.toUpperCase()}${m[1]!.slice(1)}`] = num(k);
+    }
+    if (typeof v.name === 'string') body.name = v.name;
+    if (v['dry-run'] === true) body.dryRun = true;
+  } else if (name === 'gc') {
+    if (v['dry-run'] === true) body.dryRun = true;
+    if (v['repack-threshold'] !== undefined) body.repackThreshold = num('repack-threshold');
+  }
+  return body;
+}
+
+/** API paths of the job commands. */
+const JOB_PATHS: Record<string, string> = {
+  restore: '/api/v1/restores',
+  verify: '/api/v1/verify',
+  prune: '/api/v1/prune',
+  gc: '/api/v1/gc',
+};
+
 /** Runs command `name` on the server at `server`; prints its answer; resolves to the exit code. */
 export async function runRemote(
   server: string,
@@ -73,16 +125,37 @@ export async function runRemote(
     method = 'POST';
     path = '/api/v1/backups';
     body = backupRequest(args, v);
+  } else if (JOB_PATHS[name]) {
+    method = 'POST';
+    path = JOB_PATHS[name]!;
+    body = jobRequest(name, args, v);
   } else {
     if (args.length > 0) throw new VmvaultError('E_USAGE', `${name} takes no arguments`);
     path = name === 'list' ? '/api/v1/points' : '/api/v1/stats';
     if (name === 'list' && typeof v.name === 'string') path += `?name=${encodeURIComponent(v.name)}`;
   }
-  const answer = await apiRequest(server, { method, path, body, token, text: !json });
+  // verify's exit code depends on its report, so it is always fetched as JSON.
+  const asJson = json || name === 'verify';
+  const answer = await apiRequest(server, { method, path, body, token, text: !asJson });
   if (json) process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
-  else if (v.quiet !== true) {
+  else if (v.quiet !== true && name !== 'verify') {
     const text = String(answer);
     if (text) process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+  if (name === 'verify') {
+    const r = answer as { damaged?: unknown[]; problems?: unknown[]; pointsChecked?: number };
+    const bad = (r.damaged?.length ?? 0) + (r.problems?.length ?? 0);
+    if (!json && v.quiet !== true) {
+      process.stdout.write(
+        `checked ${r.pointsChecked ?? 0} restore point(s): ${bad === 0 ? 'no problems found' : `${r.problems?.length ?? 0} problem(s)`}\n`,
+      );
+    }
+    if (bad > 0) {
+      process.stderr.write(
+        `vmvault: verify found ${r.problems?.length ?? 0} problem(s); run 'vmvault verify' on the repository for the details\n`,
+      );
+      return 3;
+    }
   }
   return 0;
 }

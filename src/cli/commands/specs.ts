@@ -56,8 +56,8 @@ export const serveSpec: CommandSpec = {
     'in the foreground until SIGINT or SIGTERM, then lets running jobs finish. The repository,\n' +
     'its index and its worker threads stay open between jobs, so a job starts at once. Other\n' +
     'addresses than loopback need --token-file (or VMVAULT_TOKEN): clients then send\n' +
-    '"Authorization: Bearer TOKEN". CLI commands reach it with --server URL (backup, list,\n' +
-    'stats). The API: docs/server.md.',
+    '"Authorization: Bearer TOKEN". CLI commands reach it with --server URL (backup, restore,\n' +
+    'verify, prune, gc, list, stats). The API: docs/server.md.',
   options: {
     socket: { type: 'string' },
     port: { type: 'string' },
