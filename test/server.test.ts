@@ -76,6 +76,16 @@ describe('vmvault serve', () => {
   const ws = new Workspace();
   const sock = ws.path('api.sock');
   const at = { socketPath: sock };
+  const post = (path: string, body: unknown) => call(at, 'POST', path, JSON.stringify(body));
+  /** Polls a job until it is done or failed. */
+  const finished = async (id: string) => {
+    for (let i = 0; i < 1200; i++) {
+      const job = (await call(at, 'GET', `/api/v1/jobs/${id}`)).json;
+      if (job.state === 'done' || job.state === 'failed') return job;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`job ${id} did not finish`);
+  };
   let server: ChildProcess | undefined;
 
   before(async () => {
@@ -103,12 +113,7 @@ describe('vmvault serve', () => {
   });
 
   it('backs up through the API, and the point restores byte-identical', async () => {
-    const r = await call(
-      at,
-      'POST',
-      '/api/v1/backups',
-      JSON.stringify({ source: ws.path('a.img'), name: 'a', tags: ['api'] }),
-    );
+    const r = await post('/api/v1/backups', { source: ws.path('a.img'), name: 'a', tags: ['api'] });
     assert.equal(r.status, 201, r.text);
     assert.match(r.json.id, /^[0-9a-f]{16}$/);
     assert.equal(r.json.name, 'a');
@@ -154,12 +159,7 @@ describe('vmvault serve', () => {
     await randomWrites(ws.path('a.img'), 40, 65536, 65536, 3, 20 << 20);
     const cli = ws.ok(['backup', ws.path('a.img'), '--name', 'a2', '--json']);
     assert.ok(cli.chunks.new > 0);
-    const same = await call(
-      at,
-      'POST',
-      '/api/v1/backups',
-      JSON.stringify({ source: ws.path('a.img'), name: 'a3', fileIndex: false }),
-    );
+    const same = await post('/api/v1/backups', { source: ws.path('a.img'), name: 'a3', fileIndex: false });
     assert.equal(same.status, 201, same.text);
     assert.equal(same.json.chunks.new, 0, 'the chunks the CLI stored are known to the server');
 
@@ -170,12 +170,7 @@ describe('vmvault serve', () => {
       .map((p) => p.id);
     for (const id of ids) ws.ok(['forget', id]);
     ws.ok(['gc']);
-    const again = await call(
-      at,
-      'POST',
-      '/api/v1/backups',
-      JSON.stringify({ source: ws.path('a.img'), name: 'a4' }),
-    );
+    const again = await post('/api/v1/backups', { source: ws.path('a.img'), name: 'a4' });
     assert.equal(again.status, 201, again.text);
     assert.ok(again.json.chunks.new > 0, 'chunks gc removed are stored again');
     const verify = ws.run(['verify']);
@@ -187,9 +182,7 @@ describe('vmvault serve', () => {
   it('runs requests that come together one after the other, all of them', async () => {
     await randomWrites(ws.path('b.img'), 20, 65536, 65536, 4, 20 << 20);
     const rs = await Promise.all(
-      ['c1', 'c2', 'c3'].map((name) =>
-        call(at, 'POST', '/api/v1/backups', JSON.stringify({ source: ws.path('b.img'), name })),
-      ),
+      ['c1', 'c2', 'c3'].map((name) => post('/api/v1/backups', { source: ws.path('b.img'), name })),
     );
     for (const r of rs) assert.equal(r.status, 201, r.text);
     assert.equal(new Set(rs.map((r) => r.json.id)).size, 3);
@@ -197,21 +190,12 @@ describe('vmvault serve', () => {
   });
 
   it('starts a backup without waiting and reports it as a job, with progress and result', async () => {
-    const started = await call(
-      at,
-      'POST',
-      '/api/v1/backups?wait=false',
-      JSON.stringify({ source: ws.path('a.img'), name: 'async' }),
-    );
+    const started = await post('/api/v1/backups?wait=false', { source: ws.path('a.img'), name: 'async' });
     assert.equal(started.status, 202, started.text);
     assert.match(started.json.id, /^[0-9a-f]{16}$/);
     assert.ok(['queued', 'running'].includes(started.json.state));
     assert.equal(started.json.request.name, 'async');
-    let job = started.json;
-    for (let i = 0; i < 600 && (job.state === 'queued' || job.state === 'running'); i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      job = (await call(at, 'GET', `/api/v1/jobs/${started.json.id}`)).json;
-    }
+    const job = await finished(started.json.id);
     assert.equal(job.state, 'done', JSON.stringify(job.error));
     assert.equal(job.progress.done, job.progress.total);
     assert.equal(job.progress.total, 24 << 20);
@@ -219,18 +203,9 @@ describe('vmvault serve', () => {
     ws.ok(['restore', job.result.id, ws.path('async.out')]);
     assert.equal(fileHash(ws.path('async.out')), fileHash(ws.path('a.img')));
     // A job that fails keeps its error; the list holds both; unknown ids are 404.
-    const bad = await call(
-      at,
-      'POST',
-      '/api/v1/backups?wait=false',
-      JSON.stringify({ source: ws.path('gone.img') }),
-    );
+    const bad = await post('/api/v1/backups?wait=false', { source: ws.path('gone.img') });
     assert.equal(bad.status, 202);
-    let failed = bad.json;
-    for (let i = 0; i < 600 && failed.state !== 'failed' && failed.state !== 'done'; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      failed = (await call(at, 'GET', `/api/v1/jobs/${bad.json.id}`)).json;
-    }
+    const failed = await finished(bad.json.id);
     assert.equal(failed.state, 'failed');
     assert.equal(failed.error.code, 'E_SOURCE');
     const all = (await call(at, 'GET', '/api/v1/jobs')).json as { id: string }[];
@@ -242,7 +217,6 @@ describe('vmvault serve', () => {
   });
 
   it('restores, verifies, prunes and collects garbage through the API', async () => {
-    const post = (path: string, body: unknown) => call(at, 'POST', path, JSON.stringify(body));
     const a = await post('/api/v1/backups', { source: ws.path('a.img'), name: 'keep' });
     assert.equal(a.status, 201, a.text);
     const r = await post('/api/v1/restores', { point: 'keep:latest', target: ws.path('keep.out') });
@@ -314,12 +288,7 @@ describe('vmvault serve', () => {
       assert.match(r.json.error.message, message);
     }
     // The server is still there, and its repository is whole.
-    const ok = await call(
-      at,
-      'POST',
-      '/api/v1/backups',
-      JSON.stringify({ source: ws.path('b.img'), name: 'after' }),
-    );
+    const ok = await post('/api/v1/backups', { source: ws.path('b.img'), name: 'after' });
     assert.equal(ok.status, 201, ok.text);
     assert.equal(ws.run(['verify']).code, 0);
   });
