@@ -3,7 +3,9 @@
  * size and the content checksum (XXH32) in the frame, so that a blob checks itself.
  *
  *   lz4Bound(n) -> number                     worst-case frame size for n content bytes
- *   lz4CompressInto(src, dst, at, level) -> n frame written to dst[at..at+n)
+ *   lz4CompressInto(src, dst, at, level[, checksum]) -> n
+ *                                             frame written to dst[at..at+n); checksum false
+ *                                             leaves the XXH32 content checksum out
  *   lz4DecompressInto(frame, dst) -> n        content bytes written to dst; throws when the
  *                                             frame is damaged, its checksum fails, it has
  *                                             trailing bytes or does not fit dst
@@ -18,7 +20,7 @@
 #include "vmvault-lz4.h"
 #include "vmvault-napi.h"
 
-static void prefs_for(LZ4F_preferences_t *p, size_t n, int level) {
+static void prefs_for(LZ4F_preferences_t *p, size_t n, int level, int checksum) {
   memset(p, 0, sizeof *p);
   /* The smallest block size that holds the content in one block: a reader whose output buffer
    * is exactly the content size then decodes straight into it, with no staging copy. */
@@ -27,7 +29,7 @@ static void prefs_for(LZ4F_preferences_t *p, size_t n, int level) {
                              : n <= (1u << 20)   ? LZ4F_max1MB
                                                  : LZ4F_max4MB;
   p->frameInfo.blockMode = LZ4F_blockIndependent;
-  p->frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+  p->frameInfo.contentChecksumFlag = checksum ? LZ4F_contentChecksumEnabled : LZ4F_noContentChecksum;
   p->frameInfo.contentSize = (unsigned long long)n;
   p->compressionLevel = level;
   /* Each update is the whole content and is flushed at once: no internal staging buffer. */
@@ -50,7 +52,7 @@ static napi_value js_lz4_bound(napi_env env, napi_callback_info info) {
     return NULL;
   }
   LZ4F_preferences_t p;
-  prefs_for(&p, (size_t)n, 0);
+  prefs_for(&p, (size_t)n, 0, 1);
   /* With auto-flush the bound includes the end mark and the content checksum. */
   return number(env, (int64_t)(LZ4F_HEADER_SIZE_MAX + LZ4F_compressBound((size_t)n, &p)));
 }
@@ -98,18 +100,20 @@ static LZ4F_dctx *dctx_for(napi_env env) {
 }
 
 static napi_value js_lz4_compress(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   void *src, *dst;
   size_t src_len, dst_len;
   int64_t at;
   int32_t level;
-  if (argc != 4 || !vmvault_bytes(env, argv[0], &src, &src_len) ||
+  bool checksum = true;
+  if (argc >= 5 && napi_get_value_bool(env, argv[4], &checksum) != napi_ok) argc = 0;
+  if (argc < 4 || !vmvault_bytes(env, argv[0], &src, &src_len) ||
       !vmvault_bytes(env, argv[1], &dst, &dst_len) ||
       napi_get_value_int64(env, argv[2], &at) != napi_ok ||
       napi_get_value_int32(env, argv[3], &level) != napi_ok || at < 0 || (size_t)at > dst_len) {
-    napi_throw_type_error(env, NULL, "lz4CompressInto(src, dst, at, level)");
+    napi_throw_type_error(env, NULL, "lz4CompressInto(src, dst, at, level[, checksum])");
     return NULL;
   }
   LZ4F_cctx *c = cctx_for(env);
@@ -118,7 +122,7 @@ static napi_value js_lz4_compress(napi_env env, napi_callback_info info) {
     return NULL;
   }
   LZ4F_preferences_t p;
-  prefs_for(&p, src_len, level);
+  prefs_for(&p, src_len, level, checksum);
   char *out = (char *)dst + at;
   size_t room = dst_len - (size_t)at, n = 0;
   /* One frame: header, the content as one flushed update, end mark and content checksum. */

@@ -133,13 +133,13 @@ describe('PointReader: shared-memory chunks, damage, format versions', () => {
     const repo = await Repository.open(ws.repo, { passphrase: null });
     const pool = new CodecPool(repo, 2);
     try {
-      assert.equal(repo.config.version, 2);
+      assert.equal(repo.config.version, 3);
       const point = await repo.resolvePoint(id);
       const disk = point.disks[0]!;
       const digest = await repo
         .treeReader(Buffer.from(disk.root, 'hex'), disk.size, disk.chunkSize)
         .lookup(3);
-      assert.equal((await repo.readStored(digest!)).stored[0], 2, 'codec byte of a version 2 chunk');
+      assert.equal((await repo.readStored(digest!)).stored[0], 2, 'codec byte of a self-checked zstd chunk');
       // A cache of 16 chunks, so reading the rest of the disk reuses every slot many times.
       const r = new PointReader(repo, disk, { pool, cacheBytes: 16 * CS, readAheadChunks: 0 });
       const lent = await r.borrow(2, 4);

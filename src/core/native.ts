@@ -17,10 +17,10 @@ export interface NativeAddon {
   /** Worst-case size of the LZ4 frame of `n` content bytes. */
   lz4Bound(n: number): number;
   /**
-   * Writes one LZ4 frame of `src` (content size and XXH32 content checksum in the frame) into
-   * `dst` from `at`; returns its length. `dst` must hold `lz4Bound(src.length)` bytes from `at`.
+   * Writes one LZ4 frame of `src` (content size and, unless `checksum` is false, the XXH32
+   * content checksum in the frame) into `dst` from `at`; returns its length. `dst` must hold `lz4Bound(src.length)` bytes from `at`.
    */
-  lz4CompressInto(src: Uint8Array, dst: Uint8Array, at: number, level: number): number;
+  lz4CompressInto(src: Uint8Array, dst: Uint8Array, at: number, level: number, checksum?: boolean): number;
   /**
    * Decodes exactly one LZ4 frame into `dst`; returns the content length. Throws (code
    * `E_LZ4`) when the frame is damaged or truncated, its checksum fails, bytes follow it, or

@@ -14,16 +14,55 @@ function compressible(): Buffer {
   return b;
 }
 
-const SETUPS: { label: string; compression: Compression; encrypted: boolean; codec: number }[] = [
-  { label: 'zstd', compression: { algorithm: 'zstd', level: 1 }, encrypted: false, codec: Codec.checked },
-  { label: 'lz4', compression: { algorithm: 'lz4', level: 0 }, encrypted: false, codec: Codec.checkedLz4 },
+const SETUPS: {
+  label: string;
+  compression: Compression;
+  encrypted: boolean;
+  codec: number;
+  version: number;
+}[] = [
   {
-    label: 'lz4, encrypted',
+    label: 'zstd',
+    compression: { algorithm: 'zstd', level: 1 },
+    encrypted: false,
+    codec: Codec.checked,
+    version: 2,
+  },
+  {
+    label: 'lz4 (format 2)',
+    compression: { algorithm: 'lz4', level: 0 },
+    encrypted: false,
+    codec: Codec.checkedLz4,
+    version: 2,
+  },
+  {
+    label: 'lz4, encrypted (format 2)',
     compression: { algorithm: 'lz4', level: 0 },
     encrypted: true,
     codec: Codec.checkedLz4,
+    version: 2,
   },
-  { label: 'none', compression: { algorithm: 'none', level: 0 }, encrypted: false, codec: Codec.raw },
+  {
+    label: 'lz4 (format 3: XXH64)',
+    compression: { algorithm: 'lz4', level: 0 },
+    encrypted: false,
+    codec: Codec.checkedLz4x,
+    version: 3,
+  },
+  {
+    label: 'lz4, encrypted (format 3: XXH64)',
+    compression: { algorithm: 'lz4', level: 0 },
+    encrypted: true,
+    codec: Codec.checkedLz4x,
+    version: 3,
+  },
+  {
+    label: 'none',
+    compression: { algorithm: 'none', level: 0 },
+    encrypted: false,
+    codec: Codec.raw,
+    version: 2,
+  },
 ];
 
 function corrupt(fn: () => unknown, why: RegExp): void {
@@ -38,7 +77,7 @@ for (const s of SETUPS) {
   describe(`blob codec: ${s.label}`, () => {
     const key = s.encrypted ? randomBytes(32) : null;
     const macKey = s.encrypted ? randomBytes(32) : null;
-    const enc = new BlobEncoder(s.compression, key, 2);
+    const enc = new BlobEncoder(s.compression, key, s.version);
     const dec = new BlobDecoder(key, macKey);
 
     for (const [what, data] of [
@@ -118,5 +157,28 @@ describe('blob codec: lz4 frames that do not check themselves', () => {
       () => new BlobDecoder(null, null).decode(bad, digest, data.length, 'p', { trustSelfCheck: true }),
       /not a checksummed LZ4 frame/,
     );
+  });
+});
+
+describe('blob codec: lz4 with XXH64 (format 3)', () => {
+  it('checks the content against the trailing XXH64, and reads format 2 blobs too', () => {
+    const data = compressible();
+    const digest = digestOf(data, null);
+    const stored = new BlobEncoder({ algorithm: 'lz4', level: 0 }, null, 3).encode(data, digest);
+    assert.equal(stored[0], Codec.checkedLz4x);
+    const frameAt = 1 + DIGEST_SIZE;
+    assert.equal(stored.readUInt32LE(frameAt), LZ4_MAGIC);
+    assert.equal(stored[frameAt + 4]! & 0x04, 0, 'the frame carries no checksum of its own');
+    const dec = new BlobDecoder(null, null);
+    assert.deepEqual(dec.decode(stored, digest, data.length, 'p', { trustSelfCheck: true }), data);
+    const bad = Buffer.from(stored);
+    bad[bad.length - 1]! ^= 0x01;
+    corrupt(
+      () => dec.decode(bad, digest, data.length, 'p', { trustSelfCheck: true }),
+      /content checksum mismatch/,
+    );
+    const v2 = new BlobEncoder({ algorithm: 'lz4', level: 0 }, null, 2).encode(data, digest);
+    assert.equal(v2[0], Codec.checkedLz4);
+    assert.deepEqual(dec.decode(v2, digest, data.length, 'p', { trustSelfCheck: true }), data);
   });
 });

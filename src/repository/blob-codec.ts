@@ -27,6 +27,7 @@ import {
   LZ4_FLG_VERSION_MASK,
   LZ4_MAGIC,
   REPO_FORMAT_VERSION,
+  XXH64_SIZE,
   ZSTD_MAGIC,
   ZSTD_MAX_BLOCK,
 } from './format.js';
@@ -90,6 +91,8 @@ export class BlobEncoder {
   private readonly checked: boolean;
   private readonly lz4: NativeAddon | null;
   private readonly level: number;
+  /** Version 3 LZ4 blobs: XXH64 of the content after a frame without checksum (or null). */
+  private readonly lz4x: ((data: Uint8Array) => bigint) | null;
   /** XXH64 from the native addon, to skip zstd on chunks that look incompressible; or null. */
   private readonly xxh64: ((data: Uint8Array) => bigint) | null;
 
@@ -109,7 +112,9 @@ export class BlobEncoder {
     this.level = compression.level;
     this.checked = formatVersion >= 2 && on;
     this.lz4 = on && compression.algorithm === 'lz4' ? lz4Addon() : null;
-    const addon = on && !this.lz4 ? nativeAddon() : null;
+    const native = this.lz4 ?? (on ? nativeAddon() : null);
+    this.lz4x = this.lz4 && formatVersion >= 3 && native?.xxh64 ? native.xxh64.bind(native) : null;
+    const addon = this.lz4 ? null : native;
     this.xxh64 = addon?.xxh64 ? addon.xxh64.bind(addon) : null;
     if (on && !this.lz4) {
       this.compressor = new Compressor();
@@ -124,10 +129,16 @@ export class BlobEncoder {
     if (this.lz4) {
       // LZ4 frames store incompressible blocks raw by themselves: no second form is needed.
       const at = 1 + DIGEST_SIZE;
-      const out = Buffer.allocUnsafe(at + this.lz4.lz4Bound(data.length));
-      out[0] = Codec.checkedLz4;
+      const x = this.lz4x;
+      const out = Buffer.allocUnsafe(at + this.lz4.lz4Bound(data.length) + (x ? XXH64_SIZE : 0));
+      out[0] = x ? Codec.checkedLz4x : Codec.checkedLz4;
       out.set(digest, 1);
-      const plain = out.subarray(0, at + this.lz4.lz4CompressInto(data, out, at, this.level));
+      let end = at + this.lz4.lz4CompressInto(data, out, at, this.level, !x);
+      if (x) {
+        out.writeBigUInt64LE(x(data), end);
+        end += XXH64_SIZE;
+      }
+      const plain = out.subarray(0, end);
       return this.key ? seal(this.key, [plain]) : plain;
     }
     if (this.checked) {
@@ -283,6 +294,38 @@ export class BlobDecoder {
         throw damaged(`lz4: ${(e as Error).message}`);
       }
       if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
+      selfChecked = true;
+    } else if (codec === Codec.checkedLz4x) {
+      // As checkedLz4, with the frame's checksum left out and an XXH64 of the content after it.
+      if (plain.length < 1 + DIGEST_SIZE + 4 + 2 + 8 + 1 + 4 + XXH64_SIZE) throw damaged('too short');
+      if (!plain.subarray(1, 1 + DIGEST_SIZE).equals(digest))
+        throw damaged('it was stored for another chunk');
+      const frame = plain.subarray(1 + DIGEST_SIZE, plain.length - XXH64_SIZE);
+      const flg = frame[4]!;
+      if (
+        frame.readUInt32LE(0) !== LZ4_MAGIC ||
+        (flg & LZ4_FLG_VERSION_MASK) !== LZ4_FLG_VERSION ||
+        (flg & LZ4_FLG_CONTENT_SIZE) === 0
+      ) {
+        throw damaged('not an LZ4 frame with its content size');
+      }
+      const size = frame.readBigUInt64LE(6);
+      if (size !== BigInt(rawLength)) throw damaged(`length ${size}, expected ${rawLength}`);
+      const addon = lz4Addon();
+      if (!addon.xxh64) {
+        throw new VmvaultError('E_UNSUPPORTED', "this repository's LZ4 blobs need a newer native addon", {
+          hint: "run 'npm run build'",
+        });
+      }
+      let n: number;
+      try {
+        n = addon.lz4DecompressInto(frame, target);
+      } catch (e) {
+        throw damaged(`lz4: ${(e as Error).message}`);
+      }
+      if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
+      if (addon.xxh64(target) !== plain.readBigUInt64LE(plain.length - XXH64_SIZE))
+        throw damaged('content checksum mismatch');
       selfChecked = true;
     } else {
       throw damaged(`unknown codec ${codec}`);

@@ -24,7 +24,10 @@ import {
 /** Contents of `config`. */
 export interface RepoConfig {
   format: typeof REPO_FORMAT_NAME;
-  /** Layout version: 1, or 2 for repositories whose blobs check themselves (docs/format.md). */
+  /**
+   * Layout version: 1; 2 for repositories whose blobs check themselves; 3 writes LZ4 chunks
+   * checked by XXH64 (docs/format.md).
+   */
   version: number;
   id: string;
   createdAt: string;
@@ -40,7 +43,7 @@ export interface RepoConfig {
 }
 
 /**
- * How new blobs are compressed. `zstd` (the default) at `level`; `lz4` (format version 2 only)
+ * How new blobs are compressed. `zstd` (the default) at `level`; `lz4` (format version 2 or later)
  * trades about a third more stored bytes for about 1.5× faster backups and 2× faster reads;
  * `none` stores blobs raw. Readers ignore it: each blob names its own codec.
  */
@@ -108,7 +111,7 @@ export function parseConfig(data: Buffer, where: string): RepoConfig {
   if (!READABLE_FORMAT_VERSIONS.includes(c.version)) {
     throw new VmvaultError(
       'E_REPO_VERSION',
-      `${where} has repository format ${c.version}; this vmvault reads ${READABLE_FORMAT_VERSIONS.join(' and ')}`,
+      `${where} has repository format ${c.version}; this vmvault reads ${READABLE_FORMAT_VERSIONS.join(', ')}`,
       {
         hint: 'use a vmvault release that supports it',
       },
@@ -143,7 +146,7 @@ function compressionFor(
   const algo = algorithm ?? (level !== 0 ? 'zstd' : 'none');
   if (algo === 'none' || (algo === 'zstd' && level === 0)) return { algorithm: 'none', level: 0 };
   if (algo === 'lz4' && version < 2) {
-    throw new VmvaultError('E_USAGE', 'lz4 compression needs repository format version 2');
+    throw new VmvaultError('E_USAGE', 'lz4 compression needs repository format version 2 or later');
   }
   if (algo === 'lz4' && !nativeAddon()) {
     throw new VmvaultError(

@@ -5,11 +5,13 @@
 
 /**
  * Version of the repository layout written into the `config` of new repositories. Version 2
- * adds self-checked blobs ({@link Codec.checked}); everything else is as in version 1.
+ * adds self-checked blobs ({@link Codec.checked}); version 3 writes LZ4 chunks as
+ * {@link Codec.checkedLz4x} (the content checked by XXH64 instead of the frame's XXH32);
+ * everything else is as in version 1.
  */
-export const REPO_FORMAT_VERSION = 2;
+export const REPO_FORMAT_VERSION = 3;
 /** Layout versions this code reads (and appends to, each in its own encoding). */
-export const READABLE_FORMAT_VERSIONS: readonly number[] = [1, 2];
+export const READABLE_FORMAT_VERSIONS: readonly number[] = [1, 2, 3];
 /** The `format` field of `config`. */
 export const REPO_FORMAT_NAME = 'vmvault-repository';
 
@@ -47,9 +49,13 @@ export type BlobType = (typeof BlobType)[keyof typeof BlobType];
  * Codec byte that starts every (decrypted) blob payload. `checked` (format version 2): the
  * chunk's digest, then one zstd frame that carries its content size and content checksum, so
  * the blob checks itself without recomputing the digest (see docs/format.md). `checkedLz4` is the
- * same with one LZ4 frame (content size and XXH32 content checksum) instead.
+ * same with one LZ4 frame (content size and XXH32 content checksum) instead. `checkedLz4x`
+ * (version 3): the digest, one LZ4 frame with the content size and no content checksum, then the
+ * content's XXH64 (u64 LE), which checks at about 2.5 times the speed of the frame's XXH32.
  */
-export const Codec = { raw: 0, zstd: 1, checked: 2, checkedLz4: 3 } as const;
+export const Codec = { raw: 0, zstd: 1, checked: 2, checkedLz4: 3, checkedLz4x: 4 } as const;
+/** Bytes of the XXH64 that ends a {@link Codec.checkedLz4x} blob. */
+export const XXH64_SIZE = 8;
 
 /** LZ4 frame magic number (little-endian u32 at the start of a frame). */
 export const LZ4_MAGIC = 0x184d2204;

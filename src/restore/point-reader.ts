@@ -7,7 +7,7 @@
  * one NBD packet) are fetched as one batch, reading blobs that lie next to each other in a pack
  * with one backend read. With a {@link CodecPool} they are decoded and checked on worker threads
  * straight into reusable shared memory (a {@link ChunkArena}), which {@link PointReader.borrow}
- * hands out without a copy; self-checked blobs (format version 2) are not re-hashed.
+ * hands out without a copy; self-checked blobs (format version 2 and later) are not re-hashed.
  *
  * Prefetch: {@link PointReader.prefetch} queues chunk ranges by priority (lower first), and
  * sequential streams (up to {@link MAX_STREAMS} at once, e.g. one per NBD connection) queue
