@@ -14,55 +14,37 @@ function compressible(): Buffer {
   return b;
 }
 
-const SETUPS: {
+interface Setup {
   label: string;
   compression: Compression;
   encrypted: boolean;
   codec: number;
   version: number;
-}[] = [
-  {
-    label: 'zstd',
-    compression: { algorithm: 'zstd', level: 1 },
-    encrypted: false,
-    codec: Codec.checked,
-    version: 2,
-  },
-  {
-    label: 'lz4 (format 2)',
-    compression: { algorithm: 'lz4', level: 0 },
-    encrypted: false,
-    codec: Codec.checkedLz4,
-    version: 2,
-  },
-  {
-    label: 'lz4, encrypted (format 2)',
-    compression: { algorithm: 'lz4', level: 0 },
-    encrypted: true,
-    codec: Codec.checkedLz4,
-    version: 2,
-  },
-  {
-    label: 'lz4 (format 3: XXH64)',
-    compression: { algorithm: 'lz4', level: 0 },
-    encrypted: false,
-    codec: Codec.checkedLz4x,
-    version: 3,
-  },
-  {
-    label: 'lz4, encrypted (format 3: XXH64)',
-    compression: { algorithm: 'lz4', level: 0 },
-    encrypted: true,
-    codec: Codec.checkedLz4x,
-    version: 3,
-  },
-  {
-    label: 'none',
-    compression: { algorithm: 'none', level: 0 },
-    encrypted: false,
-    codec: Codec.raw,
-    version: 2,
-  },
+}
+
+function setup(
+  label: string,
+  algorithm: Compression['algorithm'],
+  encrypted: boolean,
+  codec: number,
+  version: number,
+): Setup {
+  return {
+    label,
+    compression: { algorithm, level: algorithm === 'zstd' ? 1 : 0 },
+    encrypted,
+    codec,
+    version,
+  };
+}
+
+const SETUPS: Setup[] = [
+  setup('zstd', 'zstd', false, Codec.checked, 2),
+  setup('lz4 (format 2)', 'lz4', false, Codec.checkedLz4, 2),
+  setup('lz4, encrypted (format 2)', 'lz4', true, Codec.checkedLz4, 2),
+  setup('lz4 (format 3: XXH64)', 'lz4', false, Codec.checkedLz4x, 3),
+  setup('lz4, encrypted (format 3: XXH64)', 'lz4', true, Codec.checkedLz4x, 3),
+  setup('none', 'none', false, Codec.raw, 2),
 ];
 
 function corrupt(fn: () => unknown, why: RegExp): void {

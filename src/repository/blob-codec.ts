@@ -112,10 +112,10 @@ export class BlobEncoder {
     this.level = compression.level;
     this.checked = formatVersion >= 2 && on;
     this.lz4 = on && compression.algorithm === 'lz4' ? lz4Addon() : null;
-    const native = this.lz4 ?? (on ? nativeAddon() : null);
-    this.lz4x = this.lz4 && formatVersion >= 3 && native?.xxh64 ? native.xxh64.bind(native) : null;
-    const addon = this.lz4 ? null : native;
-    this.xxh64 = addon?.xxh64 ? addon.xxh64.bind(addon) : null;
+    const native = on ? nativeAddon() : null;
+    const xxh64 = native?.xxh64 ? native.xxh64.bind(native) : null;
+    this.lz4x = this.lz4 && formatVersion >= 3 ? xxh64 : null;
+    this.xxh64 = this.lz4 ? null : xxh64;
     if (on && !this.lz4) {
       this.compressor = new Compressor();
       this.compressor.setParameters({ compressionLevel: compression.level, checksumFlag: this.checked });
@@ -269,63 +269,8 @@ export class BlobDecoder {
       if (frameSize !== frame.length) throw damaged('trailing bytes after the frame');
       if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
       selfChecked = true;
-    } else if (codec === Codec.checkedLz4) {
-      // FLG, BD, content size (8), header checksum, end mark (4): the smallest valid frame.
-      if (plain.length < 1 + DIGEST_SIZE + 4 + 2 + 8 + 1 + 4) throw damaged('too short');
-      if (!plain.subarray(1, 1 + DIGEST_SIZE).equals(digest))
-        throw damaged('it was stored for another chunk');
-      const frame = plain.subarray(1 + DIGEST_SIZE);
-      const flg = frame[4]!;
-      if (
-        frame.readUInt32LE(0) !== LZ4_MAGIC ||
-        (flg & LZ4_FLG_VERSION_MASK) !== LZ4_FLG_VERSION ||
-        (flg & LZ4_FLG_CONTENT_SIZE) === 0 ||
-        (flg & LZ4_FLG_CONTENT_CHECKSUM) === 0
-      ) {
-        throw damaged('not a checksummed LZ4 frame');
-      }
-      const size = frame.readBigUInt64LE(6);
-      if (size !== BigInt(rawLength)) throw damaged(`length ${size}, expected ${rawLength}`);
-      const addon = lz4Addon();
-      let n: number;
-      try {
-        n = addon.lz4DecompressInto(frame, target);
-      } catch (e) {
-        throw damaged(`lz4: ${(e as Error).message}`);
-      }
-      if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
-      selfChecked = true;
-    } else if (codec === Codec.checkedLz4x) {
-      // As checkedLz4, with the frame's checksum left out and an XXH64 of the content after it.
-      if (plain.length < 1 + DIGEST_SIZE + 4 + 2 + 8 + 1 + 4 + XXH64_SIZE) throw damaged('too short');
-      if (!plain.subarray(1, 1 + DIGEST_SIZE).equals(digest))
-        throw damaged('it was stored for another chunk');
-      const frame = plain.subarray(1 + DIGEST_SIZE, plain.length - XXH64_SIZE);
-      const flg = frame[4]!;
-      if (
-        frame.readUInt32LE(0) !== LZ4_MAGIC ||
-        (flg & LZ4_FLG_VERSION_MASK) !== LZ4_FLG_VERSION ||
-        (flg & LZ4_FLG_CONTENT_SIZE) === 0
-      ) {
-        throw damaged('not an LZ4 frame with its content size');
-      }
-      const size = frame.readBigUInt64LE(6);
-      if (size !== BigInt(rawLength)) throw damaged(`length ${size}, expected ${rawLength}`);
-      const addon = lz4Addon();
-      if (!addon.xxh64) {
-        throw new VmvaultError('E_UNSUPPORTED', "this repository's LZ4 blobs need a newer native addon", {
-          hint: "run 'npm run build'",
-        });
-      }
-      let n: number;
-      try {
-        n = addon.lz4DecompressInto(frame, target);
-      } catch (e) {
-        throw damaged(`lz4: ${(e as Error).message}`);
-      }
-      if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
-      if (addon.xxh64(target) !== plain.readBigUInt64LE(plain.length - XXH64_SIZE))
-        throw damaged('content checksum mismatch');
+    } else if (codec === Codec.checkedLz4 || codec === Codec.checkedLz4x) {
+      decodeLz4(plain, digest, rawLength, target, codec === Codec.checkedLz4x, damaged);
       selfChecked = true;
     } else {
       throw damaged(`unknown codec ${codec}`);
@@ -333,4 +278,51 @@ export class BlobDecoder {
     if (selfChecked && opts.trustSelfCheck) return;
     if (!digestOf(target, this.macKey).equals(digest)) throw damaged('digest mismatch');
   }
+}
+
+/**
+ * Decodes the payload of a codec 3 or 4 blob (`plain` from its codec byte on) into `target`
+ * and checks it: the embedded digest, the frame header, the content size, and the frame's XXH32
+ * (codec 3) or the trailing XXH64 of the content (codec 4, `xxh64Trailer`). Throws what
+ * `damaged` makes.
+ */
+function decodeLz4(
+  plain: Buffer,
+  digest: Uint8Array,
+  rawLength: number,
+  target: Uint8Array,
+  xxh64Trailer: boolean,
+  damaged: (why: string) => VmvaultError,
+): void {
+  const trailer = xxh64Trailer ? XXH64_SIZE : 0;
+  // FLG, BD, content size (8), header checksum, end mark (4): the smallest valid frame.
+  if (plain.length < 1 + DIGEST_SIZE + 4 + 2 + 8 + 1 + 4 + trailer) throw damaged('too short');
+  if (!plain.subarray(1, 1 + DIGEST_SIZE).equals(digest)) throw damaged('it was stored for another chunk');
+  const frame = plain.subarray(1 + DIGEST_SIZE, plain.length - trailer);
+  const flg = frame[4]!;
+  if (
+    frame.readUInt32LE(0) !== LZ4_MAGIC ||
+    (flg & LZ4_FLG_VERSION_MASK) !== LZ4_FLG_VERSION ||
+    (flg & LZ4_FLG_CONTENT_SIZE) === 0 ||
+    (!xxh64Trailer && (flg & LZ4_FLG_CONTENT_CHECKSUM) === 0)
+  ) {
+    throw damaged(xxh64Trailer ? 'not an LZ4 frame with its content size' : 'not a checksummed LZ4 frame');
+  }
+  const size = frame.readBigUInt64LE(6);
+  if (size !== BigInt(rawLength)) throw damaged(`length ${size}, expected ${rawLength}`);
+  const addon = lz4Addon();
+  if (xxh64Trailer && !addon.xxh64) {
+    throw new VmvaultError('E_UNSUPPORTED', "this repository's LZ4 blobs need a newer native addon", {
+      hint: "run 'npm run build'",
+    });
+  }
+  let n: number;
+  try {
+    n = addon.lz4DecompressInto(frame, target);
+  } catch (e) {
+    throw damaged(`lz4: ${(e as Error).message}`);
+  }
+  if (n !== rawLength) throw damaged(`length ${n}, expected ${rawLength}`);
+  if (xxh64Trailer && addon.xxh64!(target) !== plain.readBigUInt64LE(plain.length - XXH64_SIZE))
+    throw damaged('content checksum mismatch');
 }

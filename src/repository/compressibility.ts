@@ -28,14 +28,15 @@ const counts = new Int32Array(256);
 /** c · log2(c) for every count a byte value can reach. */
 const C_LOG_C = Float64Array.from({ length: SAMPLES + 1 }, (_, c) => (c > 1 ? c * Math.log2(c) : 0));
 
-/** The native twin of {@link jsSampledEntropy} (several times faster), when the addon has it. */
-const native = (() => {
-  const a = nativeAddon();
-  return a?.sampledEntropy ? a.sampledEntropy.bind(a) : null;
-})();
+/** The native twin of {@link jsSampledEntropy} (several times faster): looked up on first use. */
+let native: ((data: Uint8Array, windows: number, window: number) => number) | null | undefined;
 
 /** Estimated order-0 entropy of `data` (at least 128 bytes), in bits per byte, from the windows. */
 export function sampledEntropy(data: Uint8Array): number {
+  if (native === undefined) {
+    const a = nativeAddon();
+    native = a?.sampledEntropy ? a.sampledEntropy.bind(a) : null;
+  }
   return native ? native(data, WINDOWS, WINDOW) : jsSampledEntropy(data);
 }
 

@@ -3,7 +3,7 @@
  * keeps open across jobs, and the client the CLI uses with `--server`.
  */
 export { VmvaultServer, type ServerOptions, type ServerListen } from './server.js';
-export { ResidentRepository, type ResidentOptions, type JobInfo } from './resident.js';
+export { ResidentRepository, type ResidentOptions } from './resident.js';
 export { apiRequest, parseServerUrl, type ApiRequestOptions, type ServerAddress } from './client.js';
 export { backupArgs } from './routes.js';
 export { JobTable, type JobView, type JobState } from './jobs.js';

@@ -25,19 +25,12 @@ export interface ResidentOptions {
   onLockWait?: (holder: string, command: string) => void;
 }
 
-/** What a running or queued job is, for the health report. */
-export interface JobInfo {
-  command: string;
-  startedAt: string | null;
-}
-
 /** A repository, its location index and its codec workers, open across jobs. */
 export class ResidentRepository {
   private repo: Repository | null = null;
   private pool: CodecPool | null = null;
   /** Tail of the job queue: every job starts after the one before it settled. */
   private tail: Promise<unknown> = Promise.resolve();
-  private readonly jobs: JobInfo[] = [];
   private closed = false;
 
   constructor(readonly opts: ResidentOptions) {}
@@ -60,21 +53,13 @@ export class ResidentRepository {
     return this.pool;
   }
 
-  /** Jobs running (the first, when it has started) and waiting, oldest first. */
-  get queue(): readonly JobInfo[] {
-    return this.jobs;
-  }
-
   /**
    * Runs `fn` as the next job: after every earlier job, with a repository lock of `kind` held
    * (named `command`) and the location index brought up to date. A job that throws drops the
    * open repository (its in-memory state may hold half a job), and the error goes to the caller.
    */
   run<T>(kind: LockKind, command: string, fn: (repo: Repository) => Promise<T>): Promise<T> {
-    const info: JobInfo = { command, startedAt: null };
-    this.jobs.push(info);
     const job = this.tail.then(async () => {
-      info.startedAt = new Date().toISOString();
       const repo = await this.repository();
       const onWait = (holder: string) => this.opts.onLockWait?.(holder, command);
       const lock = await repo.lock(kind, command, this.opts.lockWaitMs, onWait);
@@ -88,11 +73,8 @@ export class ResidentRepository {
         await lock.release();
       }
     });
-    const done = job.finally(() => {
-      this.jobs.splice(this.jobs.indexOf(info), 1);
-    });
-    this.tail = done.catch(() => undefined);
-    return done;
+    this.tail = job.catch(() => undefined);
+    return job;
   }
 
   /** Waits for the jobs queued so far, then closes the repository and stops the workers. */

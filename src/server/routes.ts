@@ -90,7 +90,7 @@ function absolute(what: string, path: string): string {
   return path;
 }
 
-const BACKUP_KEYS = new Set([
+const BACKUP_KEYS = [
   'source',
   'name',
   'tags',
@@ -100,14 +100,14 @@ const BACKUP_KEYS = new Set([
   'disks',
   'nbdSocket',
   'scratchDir',
-]);
+];
 
 /**
  * `POST /api/v1/backups`: the body is `{source, name?, tags?, fileIndex?, guestAgent?,
  * freezeTimeout?, disks?, nbdSocket?, scratchDir?}`, the options of `vmvault backup`.
  */
 export function backupArgs(body: Record<string, unknown>): { args: string[]; values: OptionValues } {
-  known(body, [...BACKUP_KEYS], 'backup');
+  known(body, BACKUP_KEYS, 'backup');
   const source = optString(body, 'source');
   if (!source) throw usage('a backup request needs "source"', 'e.g. {"source": "/var/lib/vm/disk.raw"}');
   if (source.startsWith('qmp:')) absolute('the QMP socket', source.slice('qmp:'.length));
@@ -260,7 +260,7 @@ const routes: { method: string; path: string; handle: Handler }[] = [
             id: repo.config.id,
             encrypted: repo.config.encryption !== null,
           },
-          jobs: rc.resident.queue,
+          jobs: rc.jobs.list().filter((j) => j.state === 'queued' || j.state === 'running'),
         },
       };
     },
