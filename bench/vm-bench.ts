@@ -6,7 +6,8 @@
  * run. First `--repeat` rounds with the CLI (`vmvault backup qmp:<socket>`, a new process each,
  * as a cron job runs it), then `--repeat` rounds sent to one `vmvault serve` started after them
  * (`curl` POST /api/v1/backups, as a scheduler or script talks to a resident server). All are
- * timed from spawn to exit (the CLI under `/usr/bin/time`). The backups talk to a second QMP
+ * timed from spawn to exit (the CLI under `/usr/bin/time`). `VMVAULT_BENCH_NODE_FLAGS` adds Node
+ * flags to the server process (`--cpu-prof --cpu-prof-dir=D` to profile it). The backups talk to a second QMP
  * monitor of the daemon (a monitor serves one client; the first one is the benchmark's).
  *
  *   node dist/bench/vm-bench.js [--size 4G] [--workdir /var/tmp] [--seed S] [--repeat N] [--keep]
@@ -95,11 +96,16 @@ async function serverBackup(apiSock: string, qmpSocket: string, nbdSock: string)
   return { json, ms: r.ms };
 }
 
+/** Node flags for the server process from `VMVAULT_BENCH_NODE_FLAGS` (e.g. `--cpu-prof`). */
+function nodeFlags(): string[] {
+  return (process.env.VMVAULT_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+}
+
 /** Starts `vmvault serve` on `apiSock`; resolves once it prints its URL. */
 async function startServer(repoDir: string, apiSock: string): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
-    [VMVAULT_BIN, 'serve', '--repo', repoDir, '--socket', apiSock, '--quiet'],
+    [...nodeFlags(), VMVAULT_BIN, 'serve', '--repo', repoDir, '--socket', apiSock, '--quiet'],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },

@@ -211,7 +211,17 @@ export class Repository {
     if (this.builder.byteLength >= this.config.packSize) await this.sealPack();
   }
 
-  private async sealPack(): Promise<void> {
+  /** Bytes in the open (not yet sealed) pack. */
+  get openPackBytes(): number {
+    return this.builder.byteLength;
+  }
+
+  /**
+   * Seals the open pack and starts writing it (waiting only while too many pack writes are
+   * under way); the next blobs go to a new pack. {@link flush} still has to follow to make it
+   * durable and indexed. Lets a caller overlap the last pack's write with other work.
+   */
+  async sealPack(): Promise<void> {
     const b = this.builder;
     if (b.count === 0) return;
     this.builder = new PackBuilder();

@@ -179,15 +179,25 @@ export async function backupVm(
         const onProgress = opts.onProgress
           ? (p: BackupProgress) => opts.onProgress!({ ...p, disk: plan.disk.name })
           : undefined;
-        // Block priorities are a few dozen small reads: made while the data is read.
+        // Block priorities are a few dozen small reads, one after the other: made while the
+        // data is read, on a connection of their own so that they do not wait behind it.
         const priorities = !prioritiesModule
           ? Promise.resolve(undefined)
           : prioritiesModule
-              .then((m) => m.blockPriorities(source.client, cs))
+              .then(async (m) => {
+                const scanner = await source.connectAnother();
+                try {
+                  return await m.blockPriorities(scanner, cs);
+                } finally {
+                  await scanner.close();
+                }
+              })
               .catch((err: unknown) => {
                 notice(`disk ${plan.disk.name}: no block priorities (${(err as Error).message})`);
                 return undefined;
               });
+        // Its connection is closed before the export goes, even when the read fails.
+        closing.push(priorities.then(() => undefined));
         const reading =
           plan.method === 'bitmap' && parentDisk && sameShape(parentDisk, source.size, cs)
             ? source.patchSource().then((patch) =>

@@ -54,8 +54,23 @@ export class FleeceSource implements DiskSource {
       exportName: opts.exportName,
       metaContexts,
       requestTimeoutMs: 120_000,
+      // A batch of an incremental is hundreds of 64 KiB reads: all go out in one writev, and
+      // QEMU takes them 16 at a time from its socket.
+      maxInFlight: 1024,
     });
     return new FleeceSource(client, opts);
+  }
+
+  /**
+   * A second connection to the export (no metadata contexts), for small reads that must not
+   * queue behind the backup's: QEMU serves each connection's requests 16 at a time.
+   */
+  connectAnother(): Promise<NbdClient> {
+    return NbdClient.connect({
+      socketPath: this.opts.socketPath,
+      exportName: this.opts.exportName,
+      requestTimeoutMs: 120_000,
+    });
   }
 
   get path(): string {

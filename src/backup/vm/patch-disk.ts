@@ -9,7 +9,12 @@
  *    request of a batch in flight and `depth` batches in flight at once;
  *  - each batch is hashed, then its new chunks encoded, in one message per worker;
  *  - the tree keeps each untouched leaf page of the parent as it is (its digest), and rebuilds
- *    only the leaf pages that hold a changed chunk from the parent's decoded page.
+ *    only the leaf pages that hold a changed chunk from the parent's decoded page;
+ *  - which chunks change is known from the extents before anything is read, so the parent's
+ *    leaves are read and checked (every chunk the new point shares must still be stored) while
+ *    the dirty chunks are read, and only the new pages are left to make afterwards;
+ *  - the last data pack is sealed before the tree is built, so its write and fsync overlap
+ *    with it.
  *
  * Blobs are appended in batch order; the caller flushes the repository and writes the manifest
  * (the write order packs → index → manifest is the caller's, as for `backupDisk`).
@@ -31,8 +36,16 @@ import type { BackupProgress } from '../backup-disk.js';
 import { trace } from './trace.js';
 
 const DIGEST_SIZE = 32;
-/** Parent leaf pages being read at once while the new tree is built. */
-const LEAF_READ_AHEAD = 16;
+/**
+ * Parent leaf pages planned ahead of the tree build (read, decoded and checked while the dirty
+ * chunks are read): all of them for disks up to 32 GiB at 64 KiB chunks, a sliding window over
+ * larger ones (a touched leaf holds PAGE_FANOUT digests, ~40 KiB).
+ */
+const LEAF_PLAN_AHEAD = 1024;
+/** Size at which packs are sealed once less than a pack's worth of dirty data is left. */
+const TAIL_PACK_BYTES = 4 << 20;
+/** Parent leaf pages read at once by the planner. */
+const LEAF_READS = 16;
 
 /** What {@link patchDisk} reads. */
 export interface PatchSource {
@@ -56,9 +69,12 @@ export interface PatchDiskOptions {
   /** The same disk in the parent point: same size and chunk size. */
   parent: DiskRecord;
   onProgress?: (p: BackupProgress) => void;
-  /** Bytes of dirty chunks per batch (default 8 MiB). */
+  /**
+   * Bytes of dirty chunks per batch (default 2 MiB: small enough that the last batch, whose
+   * hashing and encoding nothing overlaps, is short).
+   */
   batchBytes?: number;
-  /** Batches being read, hashed or encoded at once (default 3). */
+  /** Batches being read, hashed or encoded at once (default 12). */
   depth?: number;
 }
 
@@ -146,11 +162,17 @@ export async function patchDisk(
     if (last && a <= last[1]) last[1] = Math.max(last[1], b);
     else runs.push([a, b]);
   }
-  const batchChunks = Math.max(1, Math.floor((opts.batchBytes ?? 8 << 20) / cs));
+  // Every chunk that gets a new entry, known before reading: the parent's leaves are planned
+  // (read and checked) while the dirty chunks are read.
+  const changing = new Uint8Array(chunkCount);
+  for (const i of changes.keys()) changing[i] = 1;
+  for (const [a, b] of runs) changing.fill(1, a, b);
+  const parentLeaves = new ParentLeaves(repo, parent, chunkCount, changing);
+  const batchChunks = Math.max(1, Math.floor((opts.batchBytes ?? 2 << 20) / cs));
   const batches = cutBatches(runs, batchChunks, cs, size);
   const seen = new Set<string>();
 
-  const depth = Math.max(1, opts.depth ?? 3);
+  const depth = Math.max(1, opts.depth ?? 12);
   // One slab per batch in flight, and one being read: reused from batch to batch.
   const slabs = pool.slabs(batchChunks * cs, depth + 1);
   const readBatch = async (batch: Batch, shared: SharedArrayBuffer): Promise<void> => {
@@ -215,11 +237,20 @@ export async function patchDisk(
 
   // Batches in flight, appended to the packs in order.
   const inFlight: Promise<{ digest: Buffer; rawLength: number; stored: Promise<Buffer> }[]>[] = [];
+  const inFlightBytes: number[] = [];
+  let appendedBytes = 0;
   const appendOldest = async (): Promise<void> => {
-    for (const blob of await inFlight.shift()!) {
+    const blobs = await inFlight.shift()!;
+    appendedBytes += inFlightBytes.shift()!;
+    for (const blob of blobs) {
       const stored = await blob.stored;
       await repo.addBlob(BlobType.data, blob.digest, stored, blob.rawLength);
       stats.bytesStored += stored.length;
+    }
+    // Near the end, packs are sealed smaller, so that the last one (whose fsync the point
+    // waits for) is small and the others are written while reading goes on.
+    if (batchesBytes - appendedBytes < repo.config.packSize && repo.openPackBytes >= TAIL_PACK_BYTES) {
+      await repo.sealPack();
     }
     progress.bytesRead = stats.bytesRead;
     progress.bytesStored = stats.bytesStored;
@@ -242,18 +273,21 @@ export async function patchDisk(
       });
       started.catch(() => undefined); // awaited in order
       inFlight.push(started);
+      inFlightBytes.push(batch.bytes);
       if (inFlight.length >= depth) await appendOldest();
     }
     while (inFlight.length > 0) await appendOldest();
     trace(`${opts.name}: ${batches.length} batches read, hashed and stored`);
+    await repo.sealPack();
   } catch (err) {
+    parentLeaves.cancel();
     await Promise.allSettled(inFlight);
     if (err instanceof VmvaultError) throw err;
     const why = (err as Error).message;
     throw new VmvaultError('E_IO', `incremental of ${source.record.path} failed: ${why}`, { cause: err });
   }
 
-  const root = await patchTree(repo, parent, chunkCount, changes, stats);
+  const root = await patchTree(repo, chunkCount, changes, parentLeaves, stats);
   trace(`${opts.name}: tree`);
   progress.done = size;
   opts.onProgress?.(progress);
@@ -279,57 +313,133 @@ function missing(what: string, digest: Buffer): VmvaultError {
   );
 }
 
+/** What the new tree takes from one parent leaf. */
+type LeafPlan =
+  /** Untouched: the parent's page as it is (null: all zero). */
+  | { page: Buffer | null; entries?: undefined; reused: number; zero: number }
+  /** Touched: the parent's entries, the unchanged ones checked present. */
+  | { page?: undefined; entries: readonly (Buffer | null)[]; reused: number; zero: number };
+
+/**
+ * Reads and checks the parent's leaves, in order, ahead of the tree build: an untouched leaf's
+ * page must be stored, and so must every chunk of a touched leaf that does not change. At most
+ * {@link LEAF_PLAN_AHEAD} leaves are held; {@link LEAF_READS} are read at once.
+ */
+class ParentLeaves {
+  private readonly reader;
+  private readonly plans = new Map<number, Promise<LeafPlan>>();
+  private readonly leafCount: number;
+  private next = 0;
+  private taken = 0;
+  private reading = 0;
+  private cancelled = false;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly repo: Repository,
+    parent: DiskRecord,
+    private readonly chunkCount: number,
+    private readonly changing: Uint8Array,
+  ) {
+    this.reader = repo.treeReader(fromHex(parent.root), parent.size, parent.chunkSize);
+    this.leafCount = Math.ceil(chunkCount / PAGE_FANOUT);
+    this.pump();
+  }
+
+  /** The plan of leaf `leaf`; leaves must be taken in order. */
+  take(leaf: number): Promise<LeafPlan> {
+    const p = this.plans.get(leaf)!;
+    this.plans.delete(leaf);
+    this.taken = leaf + 1;
+    this.pump();
+    return p;
+  }
+
+  /** Stops planning (the backup failed). */
+  cancel(): void {
+    this.cancelled = true;
+  }
+
+  private pump(): void {
+    while (!this.cancelled && this.next < this.leafCount && this.next - this.taken < LEAF_PLAN_AHEAD) {
+      const leaf = this.next++;
+      const p = this.plan(leaf);
+      p.catch(() => undefined); // surfaced by take()
+      this.plans.set(leaf, p);
+    }
+  }
+
+  /** Waits for a read slot, so that a large disk does not read thousands of pages at once. */
+  private async slot(): Promise<void> {
+    if (this.reading < LEAF_READS) {
+      this.reading++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.reading--;
+  }
+
+  private async plan(leaf: number): Promise<LeafPlan> {
+    const first = leaf * PAGE_FANOUT;
+    const end = Math.min(this.chunkCount, first + PAGE_FANOUT);
+    const touched = this.changing.subarray(first, end).includes(1);
+    await this.slot();
+    try {
+      if (!touched) {
+        const page = await this.reader.entry(1, leaf);
+        if (page && !this.repo.hasBlob(page)) throw missing('index page', page);
+        return { page, reused: end - first, zero: 0 };
+      }
+      const entries = await this.reader.leaf(leaf);
+      let reused = 0;
+      let zero = 0;
+      for (let i = first; i < end; i++) {
+        if (this.changing[i]) continue;
+        const d = entries[i - first];
+        if (!d) zero++;
+        else if (!this.repo.hasBlob(d)) throw missing('chunk', d);
+        else reused++;
+      }
+      return { entries, reused, zero };
+    } finally {
+      this.release();
+    }
+  }
+}
+
 /** The parent's tree with `changes` applied; returns the new root digest. */
 async function patchTree(
   repo: Repository,
-  parent: DiskRecord,
   chunkCount: number,
   changes: ReadonlyMap<number, Buffer | null>,
+  parentLeaves: ParentLeaves,
   stats: { chunksReused: number; chunksZero: number },
 ): Promise<Buffer> {
-  const reader = repo.treeReader(fromHex(parent.root), parent.size, parent.chunkSize);
   const tree = new TreeBuilder(chunkCount, (_level, page) => repo.storePage(page));
-  const touched = new Set<number>();
-  for (const i of changes.keys()) touched.add(Math.floor(i / PAGE_FANOUT));
   const leaves = Math.ceil(chunkCount / PAGE_FANOUT);
-  // The parent's pages of the touched leaves are read ahead, a few at a time.
-  const order = [...touched].sort((a, b) => a - b);
-  const loads = new Map<number, Promise<readonly (Buffer | null)[]>>();
-  let next = 0;
-  const loadAhead = (): void => {
-    while (next < order.length && loads.size < LEAF_READ_AHEAD) {
-      const leaf = order[next++]!;
-      const p = reader.leaf(leaf);
-      p.catch(() => undefined); // awaited in order
-      loads.set(leaf, p);
-    }
-  };
-  loadAhead();
   for (let leaf = 0; leaf < leaves; leaf++) {
-    const first = leaf * PAGE_FANOUT;
-    const end = Math.min(chunkCount, first + PAGE_FANOUT);
-    if (!touched.has(leaf)) {
-      const page = await reader.entry(1, leaf);
-      if (page && !repo.hasBlob(page)) throw missing('index page', page);
-      await tree.setLeaf(leaf, page);
-      stats.chunksReused += end - first;
+    const plan = await parentLeaves.take(leaf);
+    stats.chunksReused += plan.reused;
+    stats.chunksZero += plan.zero;
+    if (!plan.entries) {
+      await tree.setLeaf(leaf, plan.page);
       continue;
     }
-    const old = await loads.get(leaf)!;
-    loads.delete(leaf);
-    loadAhead();
+    const first = leaf * PAGE_FANOUT;
+    const end = Math.min(chunkCount, first + PAGE_FANOUT);
     const entries: (Buffer | null)[] = new Array(end - first);
     for (let i = first; i < end; i++) {
-      let d = changes.get(i);
-      if (d === undefined) {
-        d = old[i - first] ?? null;
-        if (!d) stats.chunksZero++;
-        else if (!repo.hasBlob(d)) throw missing('chunk', d);
-        else stats.chunksReused++;
-      } else if (d === null) {
-        stats.chunksZero++;
+      const d = changes.get(i);
+      if (d === undefined) entries[i - first] = plan.entries[i - first] ?? null;
+      else {
+        if (d === null) stats.chunksZero++;
+        entries[i - first] = d;
       }
-      entries[i - first] = d;
     }
     await tree.setLeafEntries(leaf, entries);
   }

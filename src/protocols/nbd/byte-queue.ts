@@ -91,6 +91,19 @@ export class ByteQueue {
     }
   }
 
+  /**
+   * Replaces the queued chunks that lie in `memory` (a scratch read buffer about to be reused)
+   * by copies of their unconsumed bytes.
+   */
+  unalias(memory: ArrayBufferLike): void {
+    for (let i = 0; i < this.chunks.length; i++) {
+      const c = this.chunks[i]!;
+      if (c.buffer !== memory) continue;
+      this.chunks[i] = Buffer.from(i === 0 ? c.subarray(this.head) : c);
+      if (i === 0) this.head = 0;
+    }
+  }
+
   clear(): void {
     this.chunks = [];
     this.head = 0;

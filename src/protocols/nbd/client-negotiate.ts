@@ -8,6 +8,7 @@ import type { ByteQueue } from './byte-queue.js';
 import type { NbdClientOptions } from './client-types.js';
 import { type NbdTarget, openSocket, resolveTarget } from './connect.js';
 import { ClientHandshake, type NbdNegotiated } from './handshake-client.js';
+import { SocketInput } from './socket-input.js';
 import { SocketReader } from './socket-reader.js';
 
 /** A connection that has entered the transmission phase. */
@@ -16,6 +17,8 @@ export interface NegotiatedConnection {
   /** Bytes received after the handshake, not yet parsed. */
   queue: ByteQueue;
   negotiated: NbdNegotiated;
+  /** The socket's reads, for the transmission phase to consume. */
+  input: SocketInput;
 }
 
 /** Connects and negotiates structured replies, metadata contexts and the export (GO). */
@@ -23,8 +26,9 @@ export async function negotiate(opts: NbdClientOptions): Promise<NegotiatedConne
   const addr = resolveTarget(opts);
   const timeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   const deadline = Date.now() + timeoutMs;
-  const socket = await openSocket(addr, timeoutMs);
-  const reader = new SocketReader(socket);
+  const input = new SocketInput();
+  const socket = await openSocket(addr, timeoutMs, input);
+  const reader = new SocketReader(socket, input);
   const timer = armHandshakeTimeout(reader, socket, timeoutMs, Math.max(1, deadline - Date.now()));
   try {
     const hs = new ClientHandshake(socket, reader);
@@ -45,7 +49,7 @@ export async function negotiate(opts: NbdClientOptions): Promise<NegotiatedConne
     const n = await hs.go(addr.exportName);
     clearTimeout(timer);
     const queue = reader.detach();
-    return { socket, queue, negotiated: { ...n, metaContexts: meta } };
+    return { socket, queue, input, negotiated: { ...n, metaContexts: meta } };
   } catch (err) {
     clearTimeout(timer);
     reader.detach();

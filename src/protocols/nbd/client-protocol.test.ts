@@ -17,6 +17,7 @@ import {
   NBD_REPLY_FLAG_DONE,
   NBD_REPLY_TYPE_ERROR,
   NBD_REPLY_TYPE_OFFSET_DATA,
+  NBD_REPLY_TYPE_OFFSET_HOLE,
   NBD_SIMPLE_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_MAGIC,
 } from './constants.js';
@@ -155,6 +156,79 @@ describe('client protocol robustness', { timeout: 20_000 }, () => {
     const c = await NbdClient.connect({ socketPath: path, exportName: 'x' });
     assert.equal(c.size, 1 << 20);
     assert.ok((await c.read(100, 50)).equals(Buffer.alloc(50, 7)));
+    c.destroy();
+  });
+
+  it('reassembles replies cut at any byte, interleaved, with holes, into the right buffers', async () => {
+    // The disk: a pattern, with a hole at [256 KiB, 384 KiB).
+    const disk = Buffer.alloc(1 << 20);
+    for (let i = 0; i < disk.length; i += 4) disk.writeUInt32LE(Math.imul(i + 1, 2654435761) >>> 0, i);
+    const hole = [256 << 10, 384 << 10];
+    disk.fill(0, hole[0], hole[1]);
+    let seed = 7;
+    const rnd = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    // Reply chunks of every request are queued, shuffled between requests, and written in
+    // random fragments of 1 byte to 9 KiB with a pause between them.
+    const chunks: Buffer[] = [];
+    let draining = false;
+    const drain = async (s: Socket): Promise<void> => {
+      while (chunks.length > 0) {
+        const out = chunks.splice(rnd(chunks.length), 1)[0]!;
+        for (let at = 0; at < out.length; ) {
+          const n = 1 + rnd(Math.min(9000, out.length - at));
+          s.write(out.subarray(at, at + n));
+          at += n;
+          if (rnd(3) === 0) await new Promise((r) => setTimeout(r, 0));
+        }
+      }
+      draining = false;
+    };
+    const path = await serve({}, (s, req) => {
+      if (req.type !== NBD_CMD_READ) return;
+      const end = req.offset + req.length;
+      // Pieces: the part before the hole, the hole, the part after; the last one says DONE.
+      const cuts = [req.offset, ...hole.filter((h) => h > req.offset && h < end), end];
+      const parts: Buffer[] = [];
+      for (let k = 0; k + 1 < cuts.length; k++) {
+        const [a, b] = [cuts[k]!, cuts[k + 1]!];
+        const flags = k + 2 === cuts.length ? NBD_REPLY_FLAG_DONE : 0;
+        if (a >= hole[0]! && b <= hole[1]!) {
+          const body = Buffer.alloc(12);
+          body.writeBigUInt64BE(BigInt(a), 0);
+          body.writeUInt32BE(b - a, 8);
+          parts.push(chunk(req, flags, NBD_REPLY_TYPE_OFFSET_HOLE, body));
+        } else {
+          parts.push(chunk(req, flags, NBD_REPLY_TYPE_OFFSET_DATA, offsetData(a, disk.subarray(a, b))));
+        }
+      }
+      // The DONE chunk must come last for its request; the others may come in any order.
+      chunks.push(Buffer.concat([...parts.slice(0, -1).reverse(), parts[parts.length - 1]!]));
+      if (!draining) {
+        draining = true;
+        setTimeout(() => void drain(s), 1);
+      }
+    });
+    const c = await NbdClient.connect({ socketPath: path, exportName: 'x' });
+    const reads: [number, number][] = [
+      [0, 1],
+      [1, 100_000],
+      [250_000, 200_000], // across the hole
+      [hole[0]!, 4096], // inside it
+      [(1 << 20) - 3, 3],
+    ];
+    for (let k = 0; k < 60; k++) reads.push([rnd(900_000), 1 + rnd(120_000)]);
+    const results = await Promise.all(reads.map(([off, len]) => c.read(off, len)));
+    reads.forEach(([off, len], k) => {
+      assert.ok(results[k]!.equals(disk.subarray(off, off + len)), `read ${off}+${len}`);
+    });
+    const target = Buffer.alloc(70_000, 0xee);
+    await c.readInto(300_000, target.subarray(5, 69_995));
+    assert.ok(target.subarray(5, 69_995).equals(disk.subarray(300_000, 369_990)));
+    assert.equal(target[4], 0xee);
+    assert.equal(target[69_995], 0xee);
     c.destroy();
   });
 

@@ -127,13 +127,10 @@ export class ReplyParser {
           this.ctx.violation(`bad reply magic 0x${magic.toString(16)}`);
           return;
         }
-        case State.SimpleData: {
-          const p = this.cur!;
-          if (!this.copyData(p)) return;
-          if (this.dataLeft === 0) {
-            this.state = State.Header;
-            this.complete(p, 0);
-          }
+        case State.SimpleData:
+        case State.ChunkData: {
+          if (!this.copyData(this.cur!)) return;
+          if (this.dataLeft === 0) this.dataDone();
           continue;
         }
         case State.ChunkBody: {
@@ -160,17 +157,34 @@ export class ReplyParser {
           if (!this.onChunk(p, body)) return;
           continue;
         }
-        case State.ChunkData: {
-          const p = this.cur!;
-          if (!this.copyData(p)) return;
-          if (this.dataLeft === 0) {
-            this.state = State.Header;
-            if (this.chunkFlags & NBD_REPLY_FLAG_DONE) this.completeStructured(p);
-          }
-          continue;
-        }
       }
     }
+  }
+
+  /**
+   * Where the next received bytes can go without a copy: the rest of the READ payload being
+   * received, once every queued byte is parsed; null otherwise.
+   */
+  directTarget(): Uint8Array | null {
+    if (this.state !== State.SimpleData && this.state !== State.ChunkData) return null;
+    if (this.queue.length > 0 || this.dataLeft === 0 || this.ctx.requests.failure) return null;
+    return this.cur!.buf!.subarray(this.dataPos, this.dataPos + this.dataLeft);
+  }
+
+  /** `n` bytes of the payload were received into {@link directTarget}'s memory. */
+  filled(n: number): void {
+    this.dataPos += n;
+    this.dataLeft -= n;
+    if (this.dataLeft === 0) this.dataDone();
+  }
+
+  /** The current READ payload is complete. */
+  private dataDone(): void {
+    const p = this.cur!;
+    const simple = this.state === State.SimpleData;
+    this.state = State.Header;
+    if (simple) this.complete(p, 0);
+    else if (this.chunkFlags & NBD_REPLY_FLAG_DONE) this.completeStructured(p);
   }
 
   /** Copies what has arrived of the current data into the READ buffer; false when nothing has. */

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { BlockReader, Extent } from '../../core/block-reader.js';
 import { VmvaultError } from '../../core/errors.js';
 import type { ByteQueue } from './byte-queue.js';
+import type { SocketInput } from './socket-input.js';
 import { collectBlockStatus, toExtents } from './client-block-status.js';
 import { negotiate, withHandshake } from './client-negotiate.js';
 import { ReplyParser } from './client-replies.js';
@@ -77,7 +78,13 @@ export class NbdClient implements BlockReader {
   private closing = false;
   private closedPromise: Promise<void>;
 
-  private constructor(socket: Socket, queue: ByteQueue, n: NbdNegotiated, opts: NbdClientOptions) {
+  private constructor(
+    socket: Socket,
+    queue: ByteQueue,
+    input: SocketInput,
+    n: NbdNegotiated,
+    opts: NbdClientOptions,
+  ) {
     this.socket = socket;
     this.queue = queue;
     this.size = n.size;
@@ -103,9 +110,15 @@ export class NbdClient implements BlockReader {
       shutdown: () => void this.close(),
     });
     this.closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => {
-      this.queue.push(chunk);
-      this.parser.parse();
+    const parser = this.parser;
+    input.attach({
+      directTarget: () => parser.directTarget(),
+      filled: (n) => parser.filled(n),
+      received: (chunk) => {
+        queue.push(chunk);
+        parser.parse();
+        queue.unalias(chunk.buffer);
+      },
     });
     socket.on('error', (err) => this.fail(closedError(`NBD connection error: ${err.message}`, err)));
     socket.on('close', () => this.fail(closedError('NBD server closed the connection')));
@@ -114,8 +127,8 @@ export class NbdClient implements BlockReader {
 
   /** Connects, negotiates and enters the transmission phase. */
   static async connect(opts: NbdClientOptions): Promise<NbdClient> {
-    const { socket, queue, negotiated } = await negotiate(opts);
-    return new NbdClient(socket, queue, negotiated, opts);
+    const { socket, queue, input, negotiated } = await negotiate(opts);
+    return new NbdClient(socket, queue, input, negotiated, opts);
   }
 
   /** NBD_OPT_LIST: names and descriptions of the server's exports. */

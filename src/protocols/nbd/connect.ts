@@ -2,6 +2,7 @@
 import { type Socket, connect as netConnect } from 'node:net';
 import { VmvaultError } from '../../core/errors.js';
 import { NBD_DEFAULT_PORT } from './constants.js';
+import type { SocketInput } from './socket-input.js';
 import { type NbdAddress, parseNbdUri } from './uri.js';
 
 /** Where to connect: a URI, a unix socket path, or a TCP host/port. */
@@ -25,14 +26,18 @@ export function resolveTarget(t: NbdTarget): NbdAddress {
   return { exportName: t.exportName ?? '', host: t.host ?? '127.0.0.1', port: t.port ?? NBD_DEFAULT_PORT };
 }
 
-/** Connects a socket; rejects with E_TIMEOUT after `timeoutMs` or E_IO when refused. */
-export function openSocket(addr: NbdAddress, timeoutMs: number): Promise<Socket> {
+/**
+ * Connects a socket; rejects with E_TIMEOUT after `timeoutMs` or E_IO when refused. With `input`
+ * the socket reads through it (`onread`) instead of emitting 'data'.
+ */
+export function openSocket(addr: NbdAddress, timeoutMs: number, input?: SocketInput): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const where = addr.socketPath ?? `${addr.host}:${addr.port}`;
+    const onread = input ? { onread: input.onread } : {};
     const sock =
       addr.socketPath !== undefined
-        ? netConnect({ path: addr.socketPath })
-        : netConnect({ host: addr.host ?? '127.0.0.1', port: addr.port ?? NBD_DEFAULT_PORT });
+        ? netConnect({ path: addr.socketPath, ...onread })
+        : netConnect({ host: addr.host ?? '127.0.0.1', port: addr.port ?? NBD_DEFAULT_PORT, ...onread });
     const timer = setTimeout(() => {
       sock.destroy();
       reject(new VmvaultError('E_TIMEOUT', `timed out connecting to NBD server at ${where}`));

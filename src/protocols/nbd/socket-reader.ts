@@ -2,6 +2,7 @@
 import type { Socket } from 'node:net';
 import { ByteQueue } from './byte-queue.js';
 import { closedError } from './errors.js';
+import type { SocketInput } from './socket-input.js';
 
 const HIGH_WATER = 1024 * 1024;
 
@@ -22,8 +23,23 @@ export class SocketReader {
   private readonly onError = (err: Error): void =>
     this.fail(closedError(`NBD socket error: ${err.message}`, err));
 
-  constructor(private readonly socket: Socket) {
-    socket.on('data', this.onData);
+  /**
+   * @param input the socket's `onread` router when it has one (the socket then emits no 'data'):
+   *   what it receives is copied into the queue until {@link detach}.
+   */
+  constructor(
+    private readonly socket: Socket,
+    private readonly input?: SocketInput,
+  ) {
+    if (input) {
+      input.attach({
+        directTarget: () => null,
+        filled: () => undefined,
+        received: (chunk) => this.onData(Buffer.from(chunk)),
+      });
+    } else {
+      socket.on('data', this.onData);
+    }
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
@@ -51,6 +67,7 @@ export class SocketReader {
 
   /** Stops listening; returns the bytes received but not yet consumed. */
   detach(): ByteQueue {
+    this.input?.attach(null);
     this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
