@@ -38,6 +38,19 @@ export interface RouteContext {
 
 type Handler = (req: ApiRequest, ctx: RouteContext) => Promise<ApiReply>;
 
+/** The CLI commands the routes run. */
+const API_COMMANDS = ['backup', 'restore', 'verify', 'prune', 'gc', 'list', 'stats'];
+
+/**
+ * Loads the modules of the API's commands (and of the VM backup, which `backup` loads on
+ * demand), so that the first request does not wait for them. Failures surface when a request
+ * needs the module.
+ */
+export async function preloadCommands(): Promise<void> {
+  for (const name of API_COMMANDS) await COMMANDS.find((c) => c.name === name)?.load();
+  await import('../cli/commands/backup-vm.js');
+}
+
 /** Runs CLI command `name` in the server; its captured output. */
 async function runCommand(
   rc: RouteContext,

@@ -16,7 +16,7 @@ import { removeStaleSocket, VmvaultError } from '../core/index.js';
 import { errorBody, readJson, sendJson, sendText, statusOf, wantsText } from './http-util.js';
 import { JobTable } from './jobs.js';
 import { ResidentRepository, type ResidentOptions } from './resident.js';
-import { allowedMethods, route, type RouteContext } from './routes.js';
+import { allowedMethods, preloadCommands, route, type RouteContext } from './routes.js';
 
 /** Where the server listens. */
 export type ServerListen = { socketPath: string } | { host: string; port: number };
@@ -107,6 +107,8 @@ export class VmvaultServer {
       url = `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`;
     }
     server = new VmvaultServer(http, resident, url);
+    // While the server waits for its first request.
+    preloadCommands().catch(() => undefined);
     return server;
   }
 
