@@ -6,7 +6,8 @@
  * run. First `--repeat` rounds with the CLI (`vmvault backup qmp:<socket>`, a new process each,
  * as a cron job runs it), then `--repeat` rounds sent to one `vmvault serve` started after them
  * (`curl` POST /api/v1/backups, as a scheduler or script talks to a resident server). All are
- * timed from spawn to exit (the CLI under `/usr/bin/time`). `VMVAULT_BENCH_NODE_FLAGS` adds Node
+ * timed from spawn to exit (the CLI under `/usr/bin/time`), each after an untimed `sync`, so that
+ * neither waits for the writeback of what the writes or the other tool left dirty. `VMVAULT_BENCH_NODE_FLAGS` adds Node
  * flags to the server process (`--cpu-prof --cpu-prof-dir=D` to profile it). The backups talk to a second QMP
  * monitor of the daemon (a monitor serves one client; the first one is the benchmark's).
  *
@@ -230,10 +231,13 @@ async function main(): Promise<number> {
         note(
           `incremental backups (${rep + 1} of ${opts.repeat}, ${via === 'cli' ? 'vmvault CLI' : 'vmvault serve'})`,
         );
+        // Neither timed backup waits for the writeback of what the other (or the writes) left.
+        await run('sync', []);
         last =
           via === 'cli'
             ? await cliBackup(repoDir, cliQmp, nbdSock)
             : await serverBackup(apiSock, cliQmp, nbdSock);
+        await run('sync', []);
         const resticInc = await restic.backup(base, 'disk.img');
         const d = last.json.disks[0]!;
         if (d.method !== 'bitmap') throw new Error(`incremental used ${d.method}: ${d.reason}`);

@@ -29,6 +29,7 @@ import {
   PAGE_FANOUT,
   type Repository,
   TreeBuilder,
+  type TreeReader,
   ZERO_DIGEST,
 } from '../../repository/index.js';
 import type { SourceExtent } from '../../sources/index.js';
@@ -326,7 +327,7 @@ type LeafPlan =
  * {@link LEAF_PLAN_AHEAD} leaves are held; {@link LEAF_READS} are read at once.
  */
 class ParentLeaves {
-  private readonly reader;
+  private readonly reader: TreeReader;
   private readonly plans = new Map<number, Promise<LeafPlan>>();
   private readonly leafCount: number;
   private next = 0;
