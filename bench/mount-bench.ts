@@ -41,6 +41,7 @@ import { cpus, freemem, totalmem, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { alternateRounds } from './lib/alternate.js';
 import { buildImage } from './lib/image.js';
 
 const MiB = 1 << 20;
@@ -237,20 +238,20 @@ async function main(): Promise<void> {
     const qemuUri = `nbd+unix:///?socket=${qsock}`;
     nbdcopy(qemuUri);
     nbdcopy(uri);
-    let qemuS = Number.POSITIVE_INFINITY;
-    let mountS = Number.POSITIVE_INFINITY;
-    const ratios: number[] = [];
     const cpu0 = cpuSeconds(m.pid!);
-    for (let r = 0; r < runs; r++) {
-      const qs = nbdcopy(qemuUri);
-      const ms = nbdcopy(uri);
-      qemuS = Math.min(qemuS, qs);
-      mountS = Math.min(mountS, ms);
-      ratios.push(qs / ms);
-      log(
-        `  round ${r + 1}: qemu-nbd ${qs.toFixed(2)} s, vmvault mount ${ms.toFixed(2)} s (${((100 * qs) / ms).toFixed(0)} %)`,
-      );
-    }
+    const {
+      theirs: qemuS,
+      ours: mountS,
+      ratios,
+    } = alternateRounds(
+      runs,
+      () => nbdcopy(qemuUri),
+      () => nbdcopy(uri),
+      (r, qs, ms) =>
+        log(
+          `  round ${r}: qemu-nbd ${qs.toFixed(2)} s, vmvault mount ${ms.toFixed(2)} s (${((100 * qs) / ms).toFixed(0)} %)`,
+        ),
+    );
     const mountCpu = (cpuSeconds(m.pid!) - cpu0) / runs;
     await stop(m);
     await stop(q);

@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { NbdClient } from '../src/protocols/nbd/client.js';
 import { FileExport } from '../src/protocols/nbd/file-export.js';
 import { NbdServer } from '../src/protocols/nbd/server.js';
+import { type AlternateResult, alternateRounds } from './lib/alternate.js';
 
 const MiB = 1024 * 1024;
 
@@ -85,26 +86,13 @@ function nbdcopy(uri: string): number {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
-/**
- * `rounds` rounds of one nbdcopy read of each server, alternating (so a busy moment of the
- * shared machine slows both alike); the best time of each and the per-round ratios.
- */
-function alternate(
-  ours: string,
-  theirs: string,
-  rounds: number,
-): { ours: number; theirs: number; ratios: number[] } {
-  let o = Number.POSITIVE_INFINITY;
-  let t = Number.POSITIVE_INFINITY;
-  const ratios: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    const ti = nbdcopy(theirs);
-    const oi = nbdcopy(ours);
-    t = Math.min(t, ti);
-    o = Math.min(o, oi);
-    ratios.push(ti / oi);
-  }
-  return { ours: o, theirs: t, ratios };
+/** `rounds` alternating nbdcopy reads of each server: the best time of each and the per-round ratios. */
+function alternate(ours: string, theirs: string, rounds: number): AlternateResult {
+  return alternateRounds(
+    rounds,
+    () => nbdcopy(theirs),
+    () => nbdcopy(ours),
+  );
 }
 
 async function randomReads(
