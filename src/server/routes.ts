@@ -6,6 +6,7 @@
 import { isAbsolute } from 'node:path';
 import type { OptionValues } from '../cli/command.js';
 import { COMMANDS, PRUNE_RULES } from '../cli/commands/specs.js';
+import { REMOTE_COMMANDS } from '../cli/remote.js';
 import { VmvaultError } from '../core/index.js';
 import type { JobTable, JobView } from './jobs.js';
 import type { ResidentRepository } from './resident.js';
@@ -38,16 +39,14 @@ export interface RouteContext {
 
 type Handler = (req: ApiRequest, ctx: RouteContext) => Promise<ApiReply>;
 
-/** The CLI commands the routes run. */
-const API_COMMANDS = ['backup', 'restore', 'verify', 'prune', 'gc', 'list', 'stats'];
-
 /**
  * Loads the modules of the API's commands (and of the VM backup, which `backup` loads on
  * demand), so that the first request does not wait for them. Failures surface when a request
  * needs the module.
  */
 export async function preloadCommands(): Promise<void> {
-  for (const name of API_COMMANDS) await COMMANDS.find((c) => c.name === name)?.load();
+  // The commands the CLI sends to a server are the ones the routes run.
+  for (const name of REMOTE_COMMANDS) await COMMANDS.find((c) => c.name === name)?.load();
   await import('../cli/commands/backup-vm.js');
 }
 

@@ -28,6 +28,8 @@ export interface FleeceSourceOptions {
 }
 
 const BASE_ALLOCATION = 'base:allocation';
+/** Per NBD request: QEMU may be slow under a busy guest, never this slow. */
+const REQUEST_TIMEOUT_MS = 120_000;
 
 /** One disk's fleecing export as a backup source. */
 export class FleeceSource implements DiskSource {
@@ -53,7 +55,7 @@ export class FleeceSource implements DiskSource {
       socketPath: opts.socketPath,
       exportName: opts.exportName,
       metaContexts,
-      requestTimeoutMs: 120_000,
+      requestTimeoutMs: REQUEST_TIMEOUT_MS,
       // A batch of an incremental is hundreds of 64 KiB reads: all go out in one writev, and
       // QEMU takes them 16 at a time from its socket.
       maxInFlight: 1024,
@@ -69,7 +71,7 @@ export class FleeceSource implements DiskSource {
     return NbdClient.connect({
       socketPath: this.opts.socketPath,
       exportName: this.opts.exportName,
-      requestTimeoutMs: 120_000,
+      requestTimeoutMs: REQUEST_TIMEOUT_MS,
     });
   }
 

@@ -334,7 +334,6 @@ class ParentLeaves {
   private taken = 0;
   private reading = 0;
   private cancelled = false;
-  private readonly waiting: (() => void)[] = [];
 
   constructor(
     private readonly repo: Repository,
@@ -349,7 +348,8 @@ class ParentLeaves {
 
   /** The plan of leaf `leaf`; leaves must be taken in order. */
   take(leaf: number): Promise<LeafPlan> {
-    const p = this.plans.get(leaf)!;
+    // Leaves start in order and a taken one has finished, so an unstarted leaf has a free slot.
+    const p = this.plans.get(leaf) ?? this.start(leaf);
     this.plans.delete(leaf);
     this.taken = leaf + 1;
     this.pump();
@@ -361,55 +361,49 @@ class ParentLeaves {
     this.cancelled = true;
   }
 
+  /** Starts plans in leaf order while fewer than LEAF_READS run and the window allows. */
   private pump(): void {
-    while (!this.cancelled && this.next < this.leafCount && this.next - this.taken < LEAF_PLAN_AHEAD) {
-      const leaf = this.next++;
-      const p = this.plan(leaf);
-      p.catch(() => undefined); // surfaced by take()
-      this.plans.set(leaf, p);
+    while (
+      !this.cancelled &&
+      this.reading < LEAF_READS &&
+      this.next < this.leafCount &&
+      this.next - this.taken < LEAF_PLAN_AHEAD
+    ) {
+      this.plans.set(this.next, this.start(this.next));
     }
   }
 
-  /** Waits for a read slot, so that a large disk does not read thousands of pages at once. */
-  private async slot(): Promise<void> {
-    if (this.reading < LEAF_READS) {
-      this.reading++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-
-  private release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.reading--;
+  private start(leaf: number): Promise<LeafPlan> {
+    this.next = Math.max(this.next, leaf + 1);
+    this.reading++;
+    const p = this.plan(leaf).finally(() => {
+      this.reading--;
+      this.pump();
+    });
+    p.catch(() => undefined); // surfaced by take()
+    return p;
   }
 
   private async plan(leaf: number): Promise<LeafPlan> {
     const first = leaf * PAGE_FANOUT;
     const end = Math.min(this.chunkCount, first + PAGE_FANOUT);
     const touched = this.changing.subarray(first, end).includes(1);
-    await this.slot();
-    try {
-      if (!touched) {
-        const page = await this.reader.entry(1, leaf);
-        if (page && !this.repo.hasBlob(page)) throw missing('index page', page);
-        return { page, reused: end - first, zero: 0 };
-      }
-      const entries = await this.reader.leaf(leaf);
-      let reused = 0;
-      let zero = 0;
-      for (let i = first; i < end; i++) {
-        if (this.changing[i]) continue;
-        const d = entries[i - first];
-        if (!d) zero++;
-        else if (!this.repo.hasBlob(d)) throw missing('chunk', d);
-        else reused++;
-      }
-      return { entries, reused, zero };
-    } finally {
-      this.release();
+    if (!touched) {
+      const page = await this.reader.entry(1, leaf);
+      if (page && !this.repo.hasBlob(page)) throw missing('index page', page);
+      return { page, reused: end - first, zero: 0 };
     }
+    const entries = await this.reader.leaf(leaf);
+    let reused = 0;
+    let zero = 0;
+    for (let i = first; i < end; i++) {
+      if (this.changing[i]) continue;
+      const d = entries[i - first];
+      if (!d) zero++;
+      else if (!this.repo.hasBlob(d)) throw missing('chunk', d);
+      else reused++;
+    }
+    return { entries, reused, zero };
   }
 }
 
