@@ -5,7 +5,12 @@
 // byte ~40 ms sooner. The codec worker is its own entry, next to the chunks that start it
 // (`new URL('./codec-worker.js', import.meta.url)`); native addons stay outside the bundle.
 // bin/vmvault runs the bundle when it is newer than dist/src, else dist/src directly.
+import { rmSync } from 'node:fs';
 import { build } from 'esbuild';
+
+// Chunk names carry content hashes: without a clean start, every build would leave the last
+// build's chunks behind.
+rmSync('dist/bundle', { recursive: true, force: true });
 
 await build({
   entryPoints: ['dist/src/cli/main.js', 'dist/src/repository/codec-worker.js'],
