@@ -16,6 +16,7 @@ import { withGrowth } from './lib/repo.js';
 import { markdownTable } from './lib/table.js';
 import { machineInfo, Vmvault } from './lib/tools.js';
 import { fmtBytes, fmtMs, fmtRatio, median } from './lib/units.js';
+import { runBench } from './lib/main.js';
 
 const WRITES = 640;
 const WRITE_LEN = 64 << 10;
@@ -105,12 +106,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`chunk-size-study: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+runBench('chunk-size-study', main);

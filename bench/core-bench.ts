@@ -14,6 +14,7 @@ import { Prng } from './lib/prng.js';
 import { markdownTable } from './lib/table.js';
 import { machineInfo } from './lib/tools.js';
 import { fmtBytes, fmtMs, fmtRatio, median } from './lib/units.js';
+import { runBench } from './lib/main.js';
 
 const WRITES = 640;
 const WRITE_LEN = 64 << 10;
@@ -153,12 +154,4 @@ function report(m: (k: string) => number): string {
   return markdownTable(['figure', 'vmvault', 'restic 0.14', 'vmvault / restic', 'bar', 'result'], rows);
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`core-bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+runBench('core-bench', main);

@@ -20,16 +20,13 @@ import { run, runTimedInShell } from './lib/proc.js';
 import { markdownTable } from './lib/table.js';
 import { machineInfo, VMVAULT_BIN } from './lib/tools.js';
 import { fmtBytes, fmtMs, median, parseSize } from './lib/units.js';
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
-}
+import { runBench } from './lib/main.js';
+import { textArg } from './lib/args.js';
 
 async function main(): Promise<void> {
-  const size = parseSize(arg('size', '4G'));
-  const points = Number(arg('points', '100'));
-  const work = await mkdtemp(join(arg('workdir', '/var/tmp'), 'vmvault-files-bench-'));
+  const size = parseSize(textArg('size', '4G'));
+  const points = Number(textArg('points', '100'));
+  const work = await mkdtemp(join(textArg('workdir', '/var/tmp'), 'vmvault-files-bench-'));
   const env = { ...process.env, XDG_CACHE_HOME: join(work, 'cache') };
   const cli = (args: string[]) =>
     run(process.execPath, [VMVAULT_BIN, ...args, '--repo', join(work, 'repo')], { env });
@@ -133,7 +130,9 @@ async function main(): Promise<void> {
     catalog.close();
 
     console.log(`# vmvault file-level restore benchmark\n\n${await machineInfo()}\n`);
-    console.log(`command: node dist/bench/files-bench.js --size ${arg('size', '4G')} --points ${points}\n`);
+    console.log(
+      `command: node dist/bench/files-bench.js --size ${textArg('size', '4G')} --points ${points}\n`,
+    );
     console.log(
       markdownTable(
         ['figure', 'measured', 'bar', 'result'],
@@ -192,7 +191,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+runBench('files-bench', main);

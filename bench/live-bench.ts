@@ -27,6 +27,7 @@ import { markdownTable } from './lib/table.js';
 import { machineInfo, VMVAULT_BIN } from './lib/tools.js';
 import { median } from './lib/units.js';
 import { exitOnHelp } from './lib/usage.js';
+import { runBench } from './lib/main.js';
 
 const USAGE = `usage: node dist/bench/live-bench.js [--size 4G] [--repeat N] [--source DIR] [--workdir DIR] [--keep]
 
@@ -210,10 +211,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`live-bench: ${(err as Error).stack ?? err}\n`);
-    process.exit(1);
-  },
-);
+runBench('live-bench', main, { exit: true });

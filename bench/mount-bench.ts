@@ -27,36 +27,19 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  readSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { cpus, freemem, totalmem, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { alternateRounds } from './lib/alternate.js';
-import { buildImage } from './lib/image.js';
+import { buildImage, warmFile } from './lib/image.js';
+import { runBench } from './lib/main.js';
+import { numberArg, textArg } from './lib/args.js';
 
 const MiB = 1 << 20;
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const BIN = join(ROOT, 'bin', 'vmvault');
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-
-function textArg(name: string, def: string): string {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? (process.argv[i + 1] ?? def) : def;
-}
 
 const HELP = `usage: node dist/bench/mount-bench.js [options]
   --size-mib N    synthetic striped image of N MiB instead of the 4 GiB ext4 benchmark image
@@ -87,13 +70,6 @@ function makeImage(path: string, size: number): void {
   closeSync(fd);
 }
 
-function warm(path: string): void {
-  const fd = openSync(path, 'r');
-  const b = Buffer.allocUnsafe(8 * MiB);
-  while (readSync(fd, b, 0, b.length, null) > 0) {}
-  closeSync(fd);
-}
-
 function vmvault(repo: string, args: string[], env: Record<string, string> = {}): string {
   return execFileSync(process.execPath, [BIN, ...args], {
     encoding: 'utf8',
@@ -109,7 +85,7 @@ function timeBackup(
   env: Record<string, string> = {},
 ): { seconds: number; id: string; bytesRead: number } {
   rmSync(repo, { recursive: true, force: true });
-  vmvault(repo, ['init', '-q', '--compression', textArg('--compression', 'zstd')]);
+  vmvault(repo, ['init', '-q', '--compression', textArg('compression', 'zstd')]);
   const t0 = process.hrtime.bigint();
   const out = JSON.parse(vmvault(repo, ['backup', image, '--json', '--no-progress'], env));
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -178,8 +154,8 @@ async function main(): Promise<void> {
     return;
   }
   const synthetic = process.argv.includes('--size-mib');
-  const sizeMiB = arg('--size-mib', 4096);
-  const runs = arg('--runs', 2);
+  const sizeMiB = numberArg('size-mib', 4096);
+  const runs = numberArg('runs', 2);
   const mountOnly = process.argv.includes('--mount-only');
   const size = sizeMiB * MiB;
   const dir = mkdtempSync(join(tmpdir(), 'vmvault-mount-bench-'));
@@ -192,13 +168,13 @@ async function main(): Promise<void> {
       log(`making a ${sizeMiB} MiB striped image in ${dir}`);
       makeImage(raw, size);
     } else {
-      const source = textArg('--source', '/usr/lib/x86_64-linux-gnu');
+      const source = textArg('source', '/usr/lib/x86_64-linux-gnu');
       log(`making the ${sizeMiB} MiB ext4 benchmark image of ${source} in ${dir}`);
       await buildImage(raw, size, source);
     }
     if (!mountOnly) execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
-    warm(raw);
-    if (!mountOnly) warm(qcow2);
+    warmFile(raw);
+    if (!mountOnly) warmFile(qcow2);
 
     log(mountOnly ? '(b) backup raw' : '(b) backup raw vs qcow2 (direct and NBD-only), alternating');
     const rawAll: Backup[] = [];
@@ -274,7 +250,7 @@ async function main(): Promise<void> {
       );
     }
     const out = [
-      `## vmvault mount / image-source benchmark (${sizeMiB} MiB ${synthetic ? 'striped' : 'ext4'} image, ${textArg('--compression', 'zstd')} repositories, best of ${runs} alternating rounds)`,
+      `## vmvault mount / image-source benchmark (${sizeMiB} MiB ${synthetic ? 'striped' : 'ext4'} image, ${textArg('compression', 'zstd')} repositories, best of ${runs} alternating rounds)`,
       '',
       ...rows,
       '',
@@ -290,7 +266,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  process.stderr.write(`mount-bench: ${(err as Error).stack ?? err}\n`);
-  process.exit(1);
-});
+runBench('mount-bench', main);

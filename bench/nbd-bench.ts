@@ -10,7 +10,7 @@
  * page cache. Prints a markdown table. Bars: sequential ≥ 80 % of qemu-nbd, p99 ≤ 2× qemu-nbd.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,13 +18,11 @@ import { NbdClient } from '../src/protocols/nbd/client.js';
 import { FileExport } from '../src/protocols/nbd/file-export.js';
 import { NbdServer } from '../src/protocols/nbd/server.js';
 import { type AlternateResult, alternateRounds } from './lib/alternate.js';
+import { runBench } from './lib/main.js';
+import { warmFile } from './lib/image.js';
+import { numberArg } from './lib/args.js';
 
 const MiB = 1024 * 1024;
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
 
 /** Child mode: serve `file` on `sock` until killed. */
 async function serve(file: string, sock: string): Promise<void> {
@@ -60,13 +58,6 @@ function makeImage(path: string, size: number): void {
     } else if (kind === 1) writeSync(fd, zero, 0, Math.min(zero.length, size - off), off);
   }
   writeSync(fd, Buffer.alloc(1), 0, 1, size - 1);
-  closeSync(fd);
-}
-
-function warm(path: string): void {
-  const fd = openSync(path, 'r');
-  const b = Buffer.allocUnsafe(8 * MiB);
-  while (readSync(fd, b, 0, b.length, null) > 0) {}
   closeSync(fd);
 }
 
@@ -131,8 +122,8 @@ async function randomReads(
 
 async function main(): Promise<void> {
   if (process.argv[2] === '--serve') return serve(process.argv[3]!, process.argv[4]!);
-  const sizeMiB = arg('--size-mib', 1024);
-  const reads = arg('--reads', 20000);
+  const sizeMiB = numberArg('size-mib', 1024);
+  const reads = numberArg('reads', 20000);
   const size = sizeMiB * MiB;
   const dir = mkdtempSync(join(tmpdir(), 'vmvault-nbd-bench-'));
   const children: ChildProcess[] = [];
@@ -144,7 +135,7 @@ async function main(): Promise<void> {
     const image = join(dir, 'disk.raw');
     process.stderr.write(`building ${sizeMiB} MiB image...\n`);
     makeImage(image, size);
-    warm(image);
+    warmFile(image);
     const ourSock = join(dir, 'ours.sock');
     const qSock = join(dir, 'qemu.sock');
     const ours = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', image, ourSock], {
@@ -161,7 +152,7 @@ async function main(): Promise<void> {
     const qUri = `nbd+unix:///disk?socket=${qSock}`;
 
     process.stderr.write('sequential (nbdcopy)...\n');
-    const seq = alternate(ourUri, qUri, arg('--runs', 3));
+    const seq = alternate(ourUri, qUri, numberArg('runs', 3));
     const seqQ = seq.theirs;
     const seqO = seq.ours;
     process.stderr.write('random 4 KiB reads...\n');
@@ -190,7 +181,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+runBench('nbd-bench', main);

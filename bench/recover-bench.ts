@@ -23,6 +23,7 @@ import { markdownTable } from './lib/table.js';
 import { machineInfo, VMVAULT_BIN } from './lib/tools.js';
 import { median } from './lib/units.js';
 import { exitOnHelp } from './lib/usage.js';
+import { runBench } from './lib/main.js';
 
 const USAGE = `usage: node dist/bench/recover-bench.js [--size 4G] [--repeat N] [--source DIR] [--workdir DIR] [--keep]
 
@@ -127,10 +128,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`recover-bench: ${(err as Error).stack ?? err}\n`);
-    process.exit(1);
-  },
-);
+runBench('recover-bench', main, { exit: true });

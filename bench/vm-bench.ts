@@ -35,6 +35,7 @@ import { markdownTable } from './lib/table.js';
 import { run } from './lib/proc.js';
 import { machineInfo, Restic, VMVAULT_BIN } from './lib/tools.js';
 import { fmtBytes, fmtMs } from './lib/units.js';
+import { runBench } from './lib/main.js';
 
 const execFileP = promisify(execFile);
 const WRITES = 640;
@@ -306,10 +307,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err) => {
-    process.stderr.write(`vm-bench: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(2);
-  },
-);
+runBench('vm-bench', main, { exit: true });

@@ -5,39 +5,10 @@
  * mount records a read trace; a second mount of the same VM prefetches it.
  */
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { buildTestGuest, createGuestDisk, startTestGuest, type TestGuest } from './fixtures/guest/index.js';
-import { Workspace } from './helpers.js';
-
-function serve(
-  ws: Workspace,
-  args: string[],
-): Promise<{ p: ChildProcess; first: string; out: () => string }> {
-  const p = ws.spawn(args);
-  let out = '';
-  let err = '';
-  p.stderr!.on('data', (d: Buffer) => {
-    err += d;
-  });
-  return new Promise((resolve, reject) => {
-    p.stdout!.on('data', (d: Buffer) => {
-      out += d;
-      const nl = out.indexOf('\n');
-      if (nl >= 0) resolve({ p, first: out.slice(0, nl), out: () => out });
-    });
-    p.once('exit', (code) => reject(new Error(`mount exited ${code}: ${err}`)));
-  });
-}
-
-function stop(p: ChildProcess): Promise<number> {
-  return new Promise((r) => {
-    p.removeAllListeners('exit');
-    p.once('exit', (code) => r(code ?? -1));
-    p.kill('SIGINT');
-  });
-}
+import { serveCommand, stopServing, Workspace } from './helpers.js';
 
 describe('boot from a backup (real QEMU, TCG)', { timeout: 240_000 }, () => {
   let guest: TestGuest;
@@ -54,7 +25,15 @@ describe('boot from a backup (real QEMU, TCG)', { timeout: 240_000 }, () => {
 
   async function bootOnce(marker: string): Promise<{ summary: Record<string, unknown>; saved: string }> {
     const sock = ws.path('boot.sock');
-    const m = await serve(ws, ['mount', id, '--socket', sock, '--writable', '--save-on-exit', '--json']);
+    const m = await serveCommand(ws, [
+      'mount',
+      id,
+      '--socket',
+      sock,
+      '--writable',
+      '--save-on-exit',
+      '--json',
+    ]);
     const g = await startTestGuest({
       disk: '',
       guest,
@@ -68,7 +47,7 @@ describe('boot from a backup (real QEMU, TCG)', { timeout: 240_000 }, () => {
     } finally {
       await g.stop();
     }
-    assert.equal(await stop(m.p), 0);
+    assert.equal(await stopServing(m.p), 0);
     const summary = JSON.parse(m.out().trim().split('\n').pop()!) as Record<string, unknown>;
     return { summary, saved: String(summary.saved) };
   }

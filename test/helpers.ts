@@ -1,11 +1,50 @@
 /** Shared helpers of the end-to-end tests: run the CLI, build images, compare files. */
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+/** A serving command (`mount`, `clone`) started by {@link serveCommand}. */
+export interface Serving {
+  p: ChildProcess;
+  /** The first line it printed (the URI, or JSON with `--json`). */
+  first: string;
+  /** Everything it printed on stdout so far. */
+  out: () => string;
+}
+
+/**
+ * Spawns `vmvault args` and resolves with its first stdout line; rejects (with its stderr) if it
+ * exits before printing one.
+ */
+export function serveCommand(ws: Workspace, args: string[]): Promise<Serving> {
+  const p = ws.spawn(args);
+  let out = '';
+  let err = '';
+  p.stderr!.on('data', (d: Buffer) => {
+    err += d;
+  });
+  return new Promise((resolve, reject) => {
+    p.stdout!.on('data', (d: Buffer) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) resolve({ p, first: out.slice(0, nl), out: () => out });
+    });
+    p.once('exit', (code) => reject(new Error(`${args[0]} exited ${code} before serving: ${err}`)));
+  });
+}
+
+/** Stops a serving command with SIGINT; resolves with its exit code. */
+export function stopServing(p: ChildProcess): Promise<number> {
+  return new Promise((r) => {
+    p.removeAllListeners('exit');
+    p.once('exit', (code) => r(code ?? -1));
+    p.kill('SIGINT');
+  });
+}
 
 /** Root of the checkout (dist/test/helpers.js → ../..). */
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));

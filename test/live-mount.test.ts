@@ -4,39 +4,10 @@
  * that QEMU's tools use at once, and revert writing exactly the chunks that changed.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { makeExt4Image, makeTree, Workspace } from './helpers.js';
-
-/** Spawns a serving command and resolves with its first stdout line (the URI or JSON). */
-function serve(
-  ws: Workspace,
-  args: string[],
-): Promise<{ p: ChildProcess; first: string; out: () => string }> {
-  const p = ws.spawn(args);
-  let out = '';
-  let err = '';
-  p.stderr!.on('data', (d: Buffer) => {
-    err += d;
-  });
-  return new Promise((resolve, reject) => {
-    p.stdout!.on('data', (d: Buffer) => {
-      out += d;
-      const nl = out.indexOf('\n');
-      if (nl >= 0) resolve({ p, first: out.slice(0, nl), out: () => out });
-    });
-    p.once('exit', (code) => reject(new Error(`${args[0]} exited ${code} before serving: ${err}`)));
-  });
-}
-
-function stop(p: ChildProcess): Promise<number> {
-  return new Promise((r) => {
-    p.removeAllListeners('exit');
-    p.once('exit', (code) => r(code ?? -1));
-    p.kill('SIGINT');
-  });
-}
+import { makeExt4Image, makeTree, serveCommand, stopServing, Workspace } from './helpers.js';
 
 function qemuIo(target: string, cmds: string[], format = 'raw'): string {
   return execFileSync('qemu-io', ['-f', format, ...cmds.flatMap((c) => ['-c', c]), target], {
@@ -68,7 +39,7 @@ describe('live mounts, clones and revert (CLI, real NBD tools)', { timeout: 180_
 
   it('serves several points at once, each exactly its own image', async () => {
     const mounts = await Promise.all(
-      ids.map((id, i) => serve(ws, ['mount', id, '--socket', ws.path(`m${i}.sock`)])),
+      ids.map((id, i) => serveCommand(ws, ['mount', id, '--socket', ws.path(`m${i}.sock`)])),
     );
     try {
       for (let i = 0; i < ids.length; i++) {
@@ -94,7 +65,7 @@ describe('live mounts, clones and revert (CLI, real NBD tools)', { timeout: 180_
         ),
       );
     } finally {
-      for (const m of mounts) assert.equal(await stop(m.p), 0);
+      for (const m of mounts) assert.equal(await stopServing(m.p), 0);
     }
   });
 
@@ -102,7 +73,7 @@ describe('live mounts, clones and revert (CLI, real NBD tools)', { timeout: 180_
     const id = ids[0]!;
     const expected = ws.path('expected.raw');
     copyFileSync(ws.path('d1.img'), expected);
-    const m = await serve(ws, [
+    const m = await serveCommand(ws, [
       'mount',
       id,
       '--socket',
@@ -123,7 +94,7 @@ describe('live mounts, clones and revert (CLI, real NBD tools)', { timeout: 180_
     qemuIo(uri, writes);
     qemuIo(expected, writes);
     assert.ok(compare(expected, uri), 'the mount reads back the writes');
-    assert.equal(await stop(m.p), 0);
+    assert.equal(await stopServing(m.p), 0);
     const summary = JSON.parse(m.out().trim().split('\n').pop()!);
     assert.ok(summary.saved, 'a new point was saved');
     assert.ok(!existsSync(ws.path('w.overlay')), 'the saved overlay is discarded');
@@ -138,22 +109,22 @@ describe('live mounts, clones and revert (CLI, real NBD tools)', { timeout: 180_
   it('clone: QEMU uses it at once, writes stay in the clone, serving again works', async () => {
     const id = ids[1]!;
     const clone = ws.path('clone.qcow2');
-    const c = await serve(ws, ['clone', id, clone, '--json']);
+    const c = await serveCommand(ws, ['clone', id, clone, '--json']);
     const info = JSON.parse(c.first);
     assert.equal(info.created, true);
     ws.ok(['restore', id, ws.path('r2.raw')]);
     assert.ok(compare(clone, ws.path('r2.raw'), 'qcow2', 'raw'), 'clone equals a restore of the point');
     qemuIo(clone, ['write -P 0x77 64k 200k'], 'qcow2');
     assert.ok(!compare(clone, ws.path('r2.raw'), 'qcow2', 'raw'), 'the write shows in the clone');
-    assert.equal(await stop(c.p), 0);
+    assert.equal(await stopServing(c.p), 0);
     // The point is unchanged.
     ws.ok(['restore', id, ws.path('r2b.raw')]);
     assert.ok(readFileSync(ws.path('r2b.raw')).equals(readFileSync(ws.path('d2.img'))));
     // Serving the existing clone again; its write is still there.
-    const again = await serve(ws, ['clone', id, clone, '--json']);
+    const again = await serveCommand(ws, ['clone', id, clone, '--json']);
     assert.equal(JSON.parse(again.first).created, false);
     assert.match(qemuIo(clone, ['read -P 0x77 64k 200k'], 'qcow2'), /read 204800\/204800/);
-    assert.equal(await stop(again.p), 0);
+    assert.equal(await stopServing(again.p), 0);
     // Not a clone of this point: refused.
     writeFileSync(ws.path('other.qcow2'), 'not a clone');
     const r = ws.run(['clone', id, ws.path('other.qcow2')]);

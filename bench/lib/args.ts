@@ -47,3 +47,21 @@ export function parseBenchArgs(argv: readonly string[], defaults: { size: string
     chunkSizes: values['chunk-sizes'].split(',').filter((x) => x !== ''),
   };
 }
+
+/** The value after `--name` in `process.argv`, else `def`. */
+export function textArg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? (process.argv[i + 1] ?? def) : def;
+}
+
+/**
+ * The number after `--name` in `process.argv`, else `def`.
+ * @throws Error when the value is not a number.
+ */
+export function numberArg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return def;
+  const n = Number(process.argv[i + 1]);
+  if (!Number.isFinite(n)) throw new Error(`--${name} takes a number, not ${process.argv[i + 1]}`);
+  return n;
+}

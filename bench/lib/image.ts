@@ -2,6 +2,7 @@
  * The benchmark disk: a sparse raw image holding an ext4 filesystem made with `mkfs.ext4 -d`,
  * and seeded random writes into the blocks of it that hold file data.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { cp, lstat, mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Prng } from './prng.js';
@@ -149,4 +150,15 @@ export async function applyWrites(path: string, plan: WritePlan, prng: Prng): Pr
 export async function copySparse(from: string, to: string): Promise<void> {
   await rm(to, { force: true });
   await run('cp', ['--sparse=always', from, to]);
+}
+
+/** Reads `path` once from start to end, so that the page cache holds it. */
+export function warmFile(path: string): void {
+  const fd = openSync(path, 'r');
+  const b = Buffer.allocUnsafe(8 << 20);
+  try {
+    while (readSync(fd, b, 0, b.length, null) > 0) {}
+  } finally {
+    closeSync(fd);
+  }
 }
