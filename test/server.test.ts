@@ -5,9 +5,9 @@
  * guards TCP listeners.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
@@ -291,6 +291,65 @@ describe('vmvault serve', () => {
     const ok = await post('/api/v1/backups', { source: ws.path('b.img'), name: 'after' });
     assert.equal(ok.status, 201, ok.text);
     assert.equal(ws.run(['verify']).code, 0);
+  });
+
+  it('serves a restore point over NBD while backups go on; gc waits for it; stops on DELETE', async () => {
+    const b = await post('/api/v1/backups', { source: ws.path('b.img'), name: 'mnt' });
+    assert.equal(b.status, 201, b.text);
+    const msock = ws.path('api-mount.sock');
+    const m = await post('/api/v1/mounts', { point: b.json.id, socket: msock });
+    assert.equal(m.status, 201, m.text);
+    assert.match(m.json.id, /^[0-9a-f]{16}$/);
+    assert.equal(m.json.point, b.json.id);
+    assert.equal(m.json.uri, `nbd+unix:///${b.json.id}?socket=${msock}`);
+    // Real NBD clients read it: the size, and every byte against the image.
+    assert.equal(
+      execFileSync('nbdinfo', ['--size', m.json.uri]).toString().trim(),
+      String(statSync(ws.path('b.img')).size),
+    );
+    execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', ws.path('b.img'), m.json.uri]);
+    const listed = await call(at, 'GET', '/api/v1/mounts');
+    assert.equal(listed.status, 200);
+    const mine = listed.json.find((x: { id: string }) => x.id === m.json.id);
+    assert.ok(mine.stats.chunkFetches > 0, 'the reads fetched chunks');
+
+    // Backups are not held up by a mount.
+    const during = await post('/api/v1/backups', { source: ws.path('a.img'), name: 'during-mount' });
+    assert.equal(during.status, 201, during.text);
+    // gc needs the repository alone: it waits while the mount serves, and runs once it stopped.
+    const gc = await post('/api/v1/gc?wait=false', {});
+    assert.equal(gc.status, 202, gc.text);
+    await new Promise((r) => setTimeout(r, 500));
+    const waiting = (await call(at, 'GET', `/api/v1/jobs/${gc.json.id}`)).json;
+    assert.ok(['queued', 'running'].includes(waiting.state), `gc is ${waiting.state} while a mount serves`);
+    execFileSync('nbdinfo', ['--size', m.json.uri]); // still serving
+
+    const stopped = await call(at, 'DELETE', `/api/v1/mounts/${m.json.id}`);
+    assert.equal(stopped.status, 200, stopped.text);
+    assert.equal(stopped.json.stopped, true);
+    assert.throws(() => execFileSync('nbdinfo', ['--size', m.json.uri], { stdio: 'pipe' }));
+    const done = await finished(gc.json.id);
+    assert.equal(done.state, 'done', JSON.stringify(done.error));
+    assert.equal((await call(at, 'DELETE', `/api/v1/mounts/${m.json.id}`)).status, 404);
+    assert.deepEqual((await call(at, 'GET', '/api/v1/mounts')).json, []);
+    assert.equal(ws.run(['verify']).code, 0);
+
+    // Bad mount requests get clear errors and start nothing.
+    const bad: [Record<string, unknown>, number, RegExp][] = [
+      [{ point: b.json.id }, 400, /exactly one of "socket" or "port"/],
+      [{ point: b.json.id, socket: msock, port: 10809 }, 400, /exactly one of/],
+      [{ point: b.json.id, socket: 'rel.sock' }, 400, /absolute path/],
+      [{ point: b.json.id, port: 70000 }, 400, /TCP port/],
+      [{ point: b.json.id, socket: msock, writable: true }, 400, /unknown field "writable"/],
+      [{ point: 'ffffffffffffffff', socket: msock }, 404, /no restore point/],
+      [{ point: b.json.id, socket: msock, disk: 'nope' }, 404, /has no disk nope/],
+    ];
+    for (const [body, status, message] of bad) {
+      const r = await post('/api/v1/mounts', body);
+      assert.equal(r.status, status, `${JSON.stringify(body)}: ${r.text.slice(0, 200)}`);
+      assert.match(r.json.error.message, message);
+    }
+    assert.deepEqual((await call(at, 'GET', '/api/v1/mounts')).json, []);
   });
 
   it('guards a TCP listener with a token, and refuses other addresses without one', async () => {

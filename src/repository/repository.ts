@@ -139,6 +139,23 @@ export class Repository {
     }
   }
 
+  /**
+   * Another open instance of the repository `of` is (at `path`): the same configuration and
+   * keys, so no passphrase and no key derivation, but its own backend handles, location index
+   * and pack writer. For long work beside `of`'s jobs, such as a live mount in `vmvault serve`.
+   */
+  static async openBeside(of: Repository, path: string): Promise<Repository> {
+    const backend = new LocalBackend(path);
+    const repo = new Repository(backend, of.config, of.key);
+    try {
+      await repo.loadIndex();
+    } catch (err) {
+      await backend.close();
+      throw err;
+    }
+    return repo;
+  }
+
   private indexLoaded = false;
 
   /** Loads the location index from its segments, once (open does it unless told not to). */

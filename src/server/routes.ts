@@ -9,6 +9,7 @@ import { COMMANDS, PRUNE_RULES } from '../cli/commands/specs.js';
 import { REMOTE_COMMANDS } from '../cli/remote.js';
 import { VmvaultError } from '../core/index.js';
 import type { JobTable, JobView } from './jobs.js';
+import type { MountListen, MountRequest, MountTable } from './mounts.js';
 import type { ResidentRepository } from './resident.js';
 import { type CommandOutput, ServerContext } from './server-context.js';
 
@@ -32,6 +33,7 @@ export interface ApiReply {
 export interface RouteContext {
   resident: ResidentRepository;
   jobs: JobTable;
+  mounts: MountTable;
   /** `--catalog` of the server, if given. */
   catalog?: string;
   version: string;
@@ -207,6 +209,43 @@ export function gcArgs(body: Record<string, unknown>): { args: string[]; values:
   return { args: [], values };
 }
 
+const MOUNT_KEYS = ['point', 'disk', 'socket', 'host', 'port', 'export', 'trace'];
+
+/**
+ * The body of `POST /api/v1/mounts`: `{point, disk?, socket? | port? (host?), export?, trace?}`,
+ * the options of `vmvault mount`.
+ */
+export function mountRequest(body: Record<string, unknown>): MountRequest {
+  known(body, MOUNT_KEYS, 'mount');
+  const point = optString(body, 'point');
+  if (!point) throw usage('a mount request needs "point"');
+  const socket = optString(body, 'socket');
+  const port = body.port;
+  if ((socket === undefined) === (port === undefined || port === null)) {
+    throw usage('a mount request needs exactly one of "socket" or "port"');
+  }
+  let listen: MountListen;
+  if (socket !== undefined) {
+    if (body.host !== undefined) throw usage('"host" goes with "port", not with "socket"');
+    listen = { socketPath: absolute('"socket"', socket) };
+  } else {
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
+      throw usage('"port" must be a TCP port number');
+    }
+    listen = { host: optString(body, 'host') ?? '127.0.0.1', port };
+  }
+  const disk = optString(body, 'disk');
+  const exportName = optString(body, 'export');
+  const trace = body.trace === undefined || body.trace === null ? true : optBoolean(body, 'trace');
+  return {
+    point,
+    listen,
+    trace,
+    ...(disk !== undefined ? { disk } : {}),
+    ...(exportName !== undefined ? { exportName } : {}),
+  };
+}
+
 function known(body: Record<string, unknown>, keys: readonly string[], what: string): void {
   for (const k of Object.keys(body))
     if (!keys.includes(k)) throw usage(`unknown field "${k}" in a ${what} request`);
@@ -301,6 +340,19 @@ const routes: { method: string; path: string; handle: Handler }[] = [
     path: '/api/v1/jobs',
     handle: async (_req, rc) => ({ status: 200, value: rc.jobs.list() }),
   },
+  {
+    method: 'POST',
+    path: '/api/v1/mounts',
+    handle: async (req, rc) => ({
+      status: 201,
+      value: await rc.mounts.start(mountRequest(await req.body())),
+    }),
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/mounts',
+    handle: async (_req, rc) => ({ status: 200, value: rc.mounts.list() }),
+  },
 ];
 
 /** `GET /api/v1/jobs/ID`: one job, or E_NOT_FOUND. */
@@ -313,14 +365,29 @@ const jobRoute: Handler = async (req, rc) => {
   return { status: 200, value: job };
 };
 
+/** `GET /api/v1/mounts/ID` (one mount) and `DELETE /api/v1/mounts/ID` (stop it). */
+const MOUNT_PATH = /^\/api\/v1\/mounts\/([0-9a-f]{16})$/;
+const mountRoute: Handler = async (req, rc) => {
+  const id = MOUNT_PATH.exec(req.path)![1]!;
+  const view = req.method === 'DELETE' ? await rc.mounts.stop(id) : rc.mounts.get(id);
+  if (!view) {
+    throw new VmvaultError('E_NOT_FOUND', `no mount ${id}`, {
+      hint: 'GET /api/v1/mounts lists the running mounts',
+    });
+  }
+  return { status: 200, value: req.method === 'DELETE' ? { ...view, stopped: true } : view };
+};
+
 /** The methods `path` takes (empty for an unknown path). */
 export function allowedMethods(path: string): string[] {
   if (JOB_PATH.test(path)) return ['GET'];
+  if (MOUNT_PATH.test(path)) return ['GET', 'DELETE'];
   return routes.filter((r) => r.path === path).map((r) => r.method);
 }
 
 /** The handler of `method path`, or null when there is none. */
 export function route(method: string, path: string): Handler | null {
   if (JOB_PATH.test(path)) return method === 'GET' ? jobRoute : null;
+  if (MOUNT_PATH.test(path)) return method === 'GET' || method === 'DELETE' ? mountRoute : null;
   return routes.find((r) => r.path === path && r.method === method)?.handle ?? null;
 }

@@ -15,6 +15,8 @@ import { isIP } from 'node:net';
 import { removeStaleSocket, VmvaultError } from '../core/index.js';
 import { errorBody, readJson, sendJson, sendText, statusOf, wantsText } from './http-util.js';
 import { JobTable } from './jobs.js';
+import { MountTable } from './mounts.js';
+import { ServerContext } from './server-context.js';
 import { ResidentRepository, type ResidentOptions } from './resident.js';
 import { allowedMethods, preloadCommands, route, type RouteContext } from './routes.js';
 
@@ -45,6 +47,7 @@ export class VmvaultServer {
   private constructor(
     private readonly http: Server,
     private readonly resident: ResidentRepository,
+    private readonly mounts: MountTable,
     /** Where clients reach it: `http://HOST:PORT` or `unix:/path`. */
     readonly url: string,
   ) {}
@@ -62,9 +65,12 @@ export class VmvaultServer {
     }
     const resident = new ResidentRepository(opts);
     await resident.repository();
+    const catalog = opts.catalog !== undefined ? { catalog: opts.catalog } : {};
+    const mounts = new MountTable(resident, (repo) => new ServerContext(resident, catalog).catalogPath(repo));
     const rc: RouteContext = {
       resident,
       jobs: new JobTable(),
+      mounts,
       version: opts.version,
       ...(opts.catalog !== undefined ? { catalog: opts.catalog } : {}),
     };
@@ -106,17 +112,21 @@ export class VmvaultServer {
       const port = typeof a === 'object' && a ? a.port : listen.port;
       url = `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`;
     }
-    server = new VmvaultServer(http, resident, url);
+    server = new VmvaultServer(http, resident, mounts, url);
     // While the server waits for its first request.
     preloadCommands().catch(() => undefined);
     return server;
   }
 
-  /** Stops accepting requests, waits for those under way (and their jobs), closes the repository. */
+  /**
+   * Stops accepting requests, waits for those under way (and their jobs), stops the live mounts,
+   * closes the repository.
+   */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeIdleConnections();
     await Promise.allSettled([...this.inflight]);
+    await this.mounts.close();
     await this.resident.close();
     this.http.closeAllConnections();
     await closed;

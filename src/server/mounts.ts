@@ -1,0 +1,164 @@
+/**
+ * Live mounts run by `vmvault serve` (`/api/v1/mounts`): a restore point served read-only over
+ * NBD from the server process, as `vmvault mount` serves it, until it is stopped.
+ *
+ * A mount is not a job of the resident queue: it would hold the queue for as long as it serves.
+ * Each mount opens its own instance of the repository beside the resident one (same keys, no key
+ * derivation), with its own shared lock, codec workers and chunk cache, so backups and restores
+ * go on while it serves and a failed job cannot close it. gc, which takes the repository
+ * exclusively, waits for the mounts to stop, as it waits for a `vmvault mount` process.
+ */
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { resolvePointDisk } from '../cli/point-disk.js';
+import { VmvaultError } from '../core/index.js';
+import { type LiveServer, startLiveServer } from '../live/serve.js';
+import { TraceStore } from '../live/traces.js';
+import { CodecPool, type Lock, Repository } from '../repository/index.js';
+import type { ResidentRepository } from './resident.js';
+
+/** Where a mount listens: a unix socket, or a TCP port (host default 127.0.0.1). */
+export type MountListen = { socketPath: string } | { host: string; port: number };
+
+/** What `POST /api/v1/mounts` asks for. */
+export interface MountRequest {
+  /** Restore point: id, unique prefix, `latest` or `NAME:latest`. */
+  point: string;
+  /** Disk of the point (default its first). */
+  disk?: string;
+  listen: MountListen;
+  /** Export name (default the point id). */
+  exportName?: string;
+  /** Record this mount's read trace and prefetch earlier ones (default true). */
+  trace?: boolean;
+}
+
+/** A mount as the API shows it. */
+export interface MountView {
+  id: string;
+  /** The restore point served, its name and the disk. */
+  point: string;
+  name: string;
+  disk: string;
+  size: number;
+  uri: string;
+  exportName: string;
+  writable: false;
+  startedAt: string;
+  /** Chunks fetched (by reads and by prefetch) and reads served from the cache so far. */
+  stats: { chunkFetches: number; prefetched: number; cacheHits: number; traced: number };
+}
+
+interface Running {
+  view: MountView;
+  live: LiveServer;
+  stop: () => Promise<void>;
+}
+
+/** The live mounts of one server. */
+export class MountTable {
+  private readonly mounts = new Map<string, Running>();
+  private closed = false;
+
+  /**
+   * @param resident the server's repository (its keys and options are reused).
+   * @param catalogPath where the catalog of `repo` is: the read traces live next to it.
+   */
+  constructor(
+    private readonly resident: ResidentRepository,
+    private readonly catalogPath: (repo: Repository) => string,
+  ) {}
+
+  /** Starts a mount; resolves once it listens. */
+  async start(req: MountRequest): Promise<MountView> {
+    if (this.closed) throw new VmvaultError('E_CLOSED', 'the server is shutting down');
+    const base = await this.resident.repository();
+    const repo = await Repository.openBeside(base, this.resident.opts.path);
+    const undo: (() => Promise<unknown>)[] = [() => repo.close()];
+    const unwind = async (): Promise<void> => {
+      for (const u of undo.splice(0).reverse()) await u().catch(() => undefined);
+    };
+    try {
+      const lock: Lock = await repo.lock('shared', `mount ${req.point}`, this.resident.opts.lockWaitMs);
+      undo.push(() => lock.release());
+      const { point, disk } = await resolvePointDisk(repo, req.point, req.disk);
+      const pool = new CodecPool(repo);
+      undo.push(() => pool.close());
+      const live = await startLiveServer({
+        repo,
+        pool,
+        point,
+        disk,
+        listen: req.listen,
+        exportName: req.exportName ?? point.id,
+        traces:
+          req.trace === false ? undefined : new TraceStore(join(dirname(this.catalogPath(repo)), 'traces')),
+      });
+      undo.push(() => live.close());
+      const id = randomBytes(8).toString('hex');
+      const view: MountView = {
+        id,
+        point: point.id,
+        name: point.name,
+        disk: disk.name,
+        size: disk.size,
+        uri: live.uri,
+        exportName: live.exportName,
+        writable: false,
+        startedAt: new Date().toISOString(),
+        stats: { chunkFetches: 0, prefetched: 0, cacheHits: 0, traced: 0 },
+      };
+      let stopping: Promise<void> | undefined;
+      this.mounts.set(id, {
+        view,
+        live,
+        stop: () => {
+          stopping ??= unwind();
+          return stopping;
+        },
+      });
+      return this.withStats(this.mounts.get(id)!);
+    } catch (err) {
+      await unwind();
+      throw err;
+    }
+  }
+
+  /** Every running mount, oldest first. */
+  list(): MountView[] {
+    return [...this.mounts.values()].map((m) => this.withStats(m));
+  }
+
+  /** One mount, or null. */
+  get(id: string): MountView | null {
+    const m = this.mounts.get(id);
+    return m ? this.withStats(m) : null;
+  }
+
+  /** Stops a mount (its clients are disconnected, its trace saved); its last view, or null. */
+  async stop(id: string): Promise<MountView | null> {
+    const m = this.mounts.get(id);
+    if (!m) return null;
+    this.mounts.delete(id);
+    const view = this.withStats(m);
+    await m.stop();
+    return view;
+  }
+
+  /** Stops every mount and refuses new ones (server shutdown). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.mounts.keys()].map((id) => this.stop(id)));
+  }
+
+  private withStats(m: Running): MountView {
+    const s = m.live.reader.stats;
+    m.view.stats = {
+      chunkFetches: s.chunkFetches,
+      prefetched: s.prefetched ?? 0,
+      cacheHits: s.cacheHits,
+      traced: m.live.traced(),
+    };
+    return { ...m.view, stats: { ...m.view.stats } };
+  }
+}
