@@ -396,3 +396,72 @@ describe('vmvault serve', () => {
     }
   });
 });
+
+describe('vmvault serve --schedule', () => {
+  const ws = new Workspace();
+  const sock = ws.path('api.sock');
+  const at = { socketPath: sock };
+
+  before(() => {
+    makeTree(ws.path('tree'), { randomMiB: 3 });
+    makeExt4Image(ws.path('d.img'), 16 << 20, ws.path('tree'));
+    ws.ok(['init']);
+  });
+  after(() => ws.cleanup());
+
+  it('backs up and prunes by itself on schedule, and the points restore', async () => {
+    writeFileSync(
+      ws.path('schedule.json'),
+      JSON.stringify({
+        schedules: [
+          {
+            id: 'often',
+            every: '1s',
+            backup: { source: ws.path('d.img'), name: 'sched', fileIndex: false },
+            prune: { keepLast: 2 },
+          },
+        ],
+      }),
+    );
+    const { child } = await serve(ws, ['--socket', sock, '--schedule', ws.path('schedule.json')]);
+    try {
+      let schedule: { runs: number; skipped: number; lastJob: { state: string } | null } | undefined;
+      let points: { id: string; name: string }[] = [];
+      for (let i = 0; i < 400; i++) {
+        schedule = (await call(at, 'GET', '/api/v1/schedules')).json[0];
+        points = ws.ok(['list', '--json', '--name', 'sched']);
+        if (schedule!.runs >= 4 && schedule!.lastJob?.state === 'done' && points.length === 2) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(schedule!.runs >= 4, `runs ${schedule!.runs}`);
+      assert.equal(points.length, 2, 'the prune after each backup keeps the last two');
+      const jobs = (await call(at, 'GET', '/api/v1/jobs')).json as {
+        kind: string;
+        schedule: string;
+        state: string;
+      }[];
+      const mine = jobs.filter((j) => j.schedule === 'often');
+      assert.ok(mine.some((j) => j.kind === 'backup') && mine.some((j) => j.kind === 'prune'));
+      assert.ok(
+        mine.every((j) => j.state !== 'failed'),
+        JSON.stringify(mine),
+      );
+      ws.ok(['restore', 'sched:latest', ws.path('d.out')]);
+      assert.equal(fileHash(ws.path('d.out')), fileHash(ws.path('d.img')));
+    } finally {
+      assert.equal(await stop(child), 0);
+    }
+  });
+
+  it('refuses a schedule file it cannot run, in one line', () => {
+    writeFileSync(ws.path('bad.json'), JSON.stringify({ schedules: [{ id: 'x', every: '0s', verify: {} }] }));
+    const r = ws.run(['serve', '--socket', sock, '--schedule', ws.path('bad.json')]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /schedule file .*bad\.json: schedule x: "every": an interval is at least 1s/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    writeFileSync(ws.path('notjson.json'), '{"schedules": [');
+    const j = ws.run(['serve', '--socket', sock, '--schedule', ws.path('notjson.json')]);
+    assert.equal(j.code, 2);
+    assert.match(j.stderr, /notjson\.json: not JSON/);
+  });
+});

@@ -20,6 +20,8 @@ export interface JobView {
   kind: string;
   /** The request body it was started with. */
   request: Record<string, unknown>;
+  /** The schedule that started it (`serve --schedule`), or null for a request. */
+  schedule: string | null;
   state: JobState;
   createdAt: string;
   startedAt: string | null;
@@ -58,12 +60,13 @@ class JobProgress extends ProgressLine {
 export class JobTable {
   private readonly jobs = new Map<string, JobView>();
 
-  /** Registers a queued job. */
-  create(kind: string, request: Record<string, unknown>): JobView {
+  /** Registers a queued job (started by schedule `schedule`, if given). */
+  create(kind: string, request: Record<string, unknown>, schedule: string | null = null): JobView {
     const job: JobView = {
       id: randomBytes(8).toString('hex'),
       kind,
       request,
+      schedule,
       state: 'queued',
       createdAt: new Date().toISOString(),
       startedAt: null,

@@ -34,6 +34,8 @@ export interface RouteContext {
   resident: ResidentRepository;
   jobs: JobTable;
   mounts: MountTable;
+  /** The schedules and their state (`serve --schedule`); none when not set. */
+  schedules?: () => unknown[];
   /** `--catalog` of the server, if given. */
   catalog?: string;
   version: string;
@@ -258,39 +260,60 @@ function optBoolean(body: Record<string, unknown>, key: string): boolean {
   return v;
 }
 
+/** What each job command takes from a request body: its CLI arguments and options. */
+export const JOB_PARSERS = {
+  backup: backupArgs,
+  restore: restoreArgs,
+  verify: verifyArgs,
+  prune: pruneArgs,
+  gc: gcArgs,
+} as const;
+
+/** A command the API runs as a job. */
+export type JobCommand = keyof typeof JOB_PARSERS;
+
+/**
+ * Starts CLI command `command` as a job with the request `body` (checked first: E_USAGE before
+ * any job exists). `done` settles when the job ends; the job records the result or the error.
+ */
+export function startJob(
+  rc: RouteContext,
+  command: JobCommand,
+  body: Record<string, unknown>,
+  schedule: string | null = null,
+): { job: JobView; done: Promise<CommandOutput> } {
+  const { args, values } = JOB_PARSERS[command](body);
+  const job = rc.jobs.create(command, body, schedule);
+  const done = runCommand(rc, command, args, values, job).then(
+    (out) => {
+      rc.jobs.finished(job, out.value);
+      return out;
+    },
+    (err: unknown) => {
+      rc.jobs.failed(job, err);
+      throw err;
+    },
+  );
+  return { job, done };
+}
+
 /**
  * `POST path` runs CLI command `command` as a job: it answers when the job ends (201 for a
  * backup, 200 otherwise, with the command's JSON), or at once with `?wait=false` (202, the job).
  */
-function commandJob(
-  path: string,
-  command: string,
-  parse: (body: Record<string, unknown>) => { args: string[]; values: OptionValues },
-): { method: string; path: string; handle: Handler } {
+function commandJob(path: string, command: JobCommand): { method: string; path: string; handle: Handler } {
   return {
     method: 'POST',
     path,
     handle: async (req, rc) => {
       const wait = req.query.get('wait');
       if (wait !== null && wait !== 'true' && wait !== 'false') throw usage('wait takes true or false');
-      const body = await req.body();
-      const { args, values } = parse(body);
-      const job = rc.jobs.create(command, body);
-      const running = runCommand(rc, command, args, values, job).then(
-        (out) => {
-          rc.jobs.finished(job, out.value);
-          return out;
-        },
-        (err: unknown) => {
-          rc.jobs.failed(job, err);
-          throw err;
-        },
-      );
+      const { job, done } = startJob(rc, command, await req.body());
       if (wait === 'false') {
-        running.catch(() => undefined); // recorded in the job
+        done.catch(() => undefined); // recorded in the job
         return { status: 202, value: job };
       }
-      return { status: command === 'backup' ? 201 : 200, ...(await running) };
+      return { status: command === 'backup' ? 201 : 200, ...(await done) };
     },
   };
 }
@@ -330,15 +353,20 @@ const routes: { method: string; path: string; handle: Handler }[] = [
     path: '/api/v1/stats',
     handle: async (_req, rc) => ({ status: 200, ...(await runCommand(rc, 'stats', [], {})) }),
   },
-  commandJob('/api/v1/backups', 'backup', backupArgs),
-  commandJob('/api/v1/restores', 'restore', restoreArgs),
-  commandJob('/api/v1/verify', 'verify', verifyArgs),
-  commandJob('/api/v1/prune', 'prune', pruneArgs),
-  commandJob('/api/v1/gc', 'gc', gcArgs),
+  commandJob('/api/v1/backups', 'backup'),
+  commandJob('/api/v1/restores', 'restore'),
+  commandJob('/api/v1/verify', 'verify'),
+  commandJob('/api/v1/prune', 'prune'),
+  commandJob('/api/v1/gc', 'gc'),
   {
     method: 'GET',
     path: '/api/v1/jobs',
     handle: async (_req, rc) => ({ status: 200, value: rc.jobs.list() }),
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/schedules',
+    handle: async (_req, rc) => ({ status: 200, value: rc.schedules?.() ?? [] }),
   },
   {
     method: 'POST',

@@ -16,6 +16,7 @@ import { removeStaleSocket, VmvaultError } from '../core/index.js';
 import { errorBody, readJson, sendJson, sendText, statusOf, wantsText } from './http-util.js';
 import { JobTable } from './jobs.js';
 import { MountTable } from './mounts.js';
+import { type Schedule, Scheduler } from './schedule.js';
 import { ServerContext } from './server-context.js';
 import { ResidentRepository, type ResidentOptions } from './resident.js';
 import { allowedMethods, preloadCommands, route, type RouteContext } from './routes.js';
@@ -34,6 +35,8 @@ export interface ServerOptions extends ResidentOptions {
   version: string;
   /** One line per request and per problem (default: nothing). */
   log?: (line: string) => void;
+  /** Jobs to start by itself (`serve --schedule FILE`, see schedule.ts). */
+  schedules?: readonly Schedule[];
 }
 
 function isLoopback(host: string): boolean {
@@ -48,6 +51,7 @@ export class VmvaultServer {
     private readonly http: Server,
     private readonly resident: ResidentRepository,
     private readonly mounts: MountTable,
+    private readonly scheduler: Scheduler,
     /** Where clients reach it: `http://HOST:PORT` or `unix:/path`. */
     readonly url: string,
   ) {}
@@ -75,6 +79,8 @@ export class VmvaultServer {
       ...(opts.catalog !== undefined ? { catalog: opts.catalog } : {}),
     };
     const log = opts.log ?? (() => {});
+    const scheduler = new Scheduler(rc, opts.schedules ?? [], log);
+    rc.schedules = () => scheduler.list();
     const token = opts.token === null ? null : Buffer.from(`Bearer ${opts.token}`);
     let server: VmvaultServer | undefined;
     const http = createServer((req, res) => {
@@ -112,19 +118,21 @@ export class VmvaultServer {
       const port = typeof a === 'object' && a ? a.port : listen.port;
       url = `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${port}`;
     }
-    server = new VmvaultServer(http, resident, mounts, url);
+    server = new VmvaultServer(http, resident, mounts, scheduler, url);
+    scheduler.start();
     // While the server waits for its first request.
     preloadCommands().catch(() => undefined);
     return server;
   }
 
   /**
-   * Stops accepting requests, waits for those under way (and their jobs), stops the live mounts,
-   * closes the repository.
+   * Stops the schedules and accepting requests, waits for the jobs under way, stops the live
+   * mounts, closes the repository.
    */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeIdleConnections();
+    await this.scheduler.stop();
     await Promise.allSettled([...this.inflight]);
     await this.mounts.close();
     await this.resident.close();

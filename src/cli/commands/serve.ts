@@ -1,7 +1,7 @@
 /** `vmvault serve`: the REST API in front of a repository kept open (docs/server.md). */
 import { resolve } from 'node:path';
 import { VmvaultError } from '../../core/index.js';
-import { VmvaultServer } from '../../server/index.js';
+import { loadSchedules, VmvaultServer } from '../../server/index.js';
 import type { CommandRun } from '../command.js';
 import { untilStopSignal } from '../signals.js';
 import { apiToken } from '../token.js';
@@ -22,6 +22,8 @@ export const run: CommandRun = async (ctx, args, v) => {
   const say = (m: string): void => {
     if (!ctx.opts.quiet) process.stderr.write(`vmvault: ${m}\n`);
   };
+  const scheduleFile = v.schedule as string | undefined;
+  const schedules = scheduleFile === undefined ? [] : loadSchedules(resolve(scheduleFile));
   const stop = untilStopSignal();
   const server = await VmvaultServer.start({
     path: resolve(ctx.repoPath()),
@@ -36,10 +38,16 @@ export const run: CommandRun = async (ctx, args, v) => {
     ...(ctx.opts.catalog !== undefined ? { catalog: ctx.opts.catalog } : {}),
     version: VERSION,
     log: say,
+    schedules,
   });
   // First line of stdout: where to reach the API (or {"url"} with --json), so scripts can wait.
   process.stdout.write(ctx.json ? `${JSON.stringify({ url: server.url })}\n` : `${server.url}\n`);
   say(`serving the repository ${ctx.repoPath()} at ${server.url}; Ctrl-C to stop`);
+  for (const s of schedules) {
+    say(
+      `schedule ${s.id}: ${s.command}${s.prune ? ' and prune' : ''} every ${s.every}, first in ${Math.round(s.firstMs / 1000)} s`,
+    );
+  }
   await stop;
   say('stopping: waiting for running jobs');
   // A second signal stops at once; a backup cut short leaves a valid repository.

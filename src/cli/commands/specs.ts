@@ -51,17 +51,20 @@ export const serveSpec: CommandSpec = {
   name: 'serve',
   summary: 'serve the REST API (backups, restore points, stats) with the repository kept open',
   usage:
-    'serve [--socket PATH | --port N [--host 127.0.0.1]] [--token-file FILE]\n\n' +
+    'serve [--socket PATH | --port N [--host 127.0.0.1]] [--token-file FILE] [--schedule FILE]\n\n' +
     'Listens on 127.0.0.1:8420 by default and prints the URL on its first line of stdout; stays\n' +
     'in the foreground until SIGINT or SIGTERM, then lets running jobs finish. The repository,\n' +
     'its index and its worker threads stay open between jobs, so a job starts at once. Other\n' +
     'addresses than loopback need --token-file (or VMVAULT_TOKEN): clients then send\n' +
     '"Authorization: Bearer TOKEN". CLI commands reach it with --server URL (backup, restore,\n' +
-    'verify, prune, gc, list, stats). The API: docs/server.md.',
+    'verify, prune, gc, list, stats). --schedule FILE (JSON) makes it run backups (each with\n' +
+    'an optional prune), verify and gc by itself at fixed intervals. The API and the schedule\n' +
+    'format: docs/server.md.',
   options: {
     socket: { type: 'string' },
     port: { type: 'string' },
     host: { type: 'string' },
+    schedule: { type: 'string' },
   },
   load: async () => (await import('./serve.js')).run,
 };
