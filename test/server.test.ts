@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
@@ -340,7 +340,8 @@ describe('vmvault serve', () => {
       [{ point: b.json.id, socket: msock, port: 10809 }, 400, /exactly one of/],
       [{ point: b.json.id, socket: 'rel.sock' }, 400, /absolute path/],
       [{ point: b.json.id, port: 70000 }, 400, /TCP port/],
-      [{ point: b.json.id, socket: msock, writable: true }, 400, /unknown field "writable"/],
+      [{ point: b.json.id, socket: msock, readonly: true }, 400, /unknown field "readonly"/],
+      [{ point: b.json.id, socket: msock, overlay: 'rel.ovl' }, 400, /"overlay" must be an absolute path/],
       [{ point: 'ffffffffffffffff', socket: msock }, 404, /no restore point/],
       [{ point: b.json.id, socket: msock, disk: 'nope' }, 404, /has no disk nope/],
     ];
@@ -350,6 +351,41 @@ describe('vmvault serve', () => {
       assert.match(r.json.error.message, message);
     }
     assert.deepEqual((await call(at, 'GET', '/api/v1/mounts')).json, []);
+  });
+
+  it('serves a writable mount whose writes can be saved as a new point; the point stays as it was', async () => {
+    const base = (await post('/api/v1/backups', { source: ws.path('b.img'), name: 'wbase' })).json;
+    const wsock = ws.path('api-wmount.sock');
+    const ro = await post('/api/v1/mounts', { point: base.id, socket: ws.path('api-ro.sock') });
+    assert.equal(ro.status, 201, ro.text);
+    const noSave = await call(at, 'DELETE', `/api/v1/mounts/${ro.json.id}?save=true`);
+    assert.equal(noSave.status, 400);
+    assert.match(noSave.json.error.message, /read-only/);
+    assert.equal((await call(at, 'GET', `/api/v1/mounts/${ro.json.id}`)).status, 200, 'still serving');
+    assert.equal((await call(at, 'DELETE', `/api/v1/mounts/${ro.json.id}`)).status, 200);
+
+    const m = await post('/api/v1/mounts', { point: base.id, socket: wsock, writable: true });
+    assert.equal(m.status, 201, m.text);
+    assert.equal(m.json.writable, true);
+    const io = (cmd: string) =>
+      execFileSync('qemu-io', ['-f', 'raw', '-c', cmd, m.json.uri], { stdio: 'pipe' }).toString();
+    io('write -P 0xab 0 64k');
+    io('write -P 0xcd 1M 4k');
+    assert.match(io('read -P 0xab 0 64k'), /read 65536\/65536 bytes/);
+    const stopped = await call(at, 'DELETE', `/api/v1/mounts/${m.json.id}?save=true&name=written`);
+    assert.equal(stopped.status, 200, stopped.text);
+    assert.match(stopped.json.saved, /^[0-9a-f]{16}$/);
+
+    // The saved point holds the writes on top of the base; the base is unchanged.
+    ws.ok(['restore', stopped.json.saved, ws.path('written.out')]);
+    const want = readFileSync(ws.path('b.img'));
+    want.fill(0xab, 0, 65536);
+    want.fill(0xcd, 1 << 20, (1 << 20) + 4096);
+    assert.ok(readFileSync(ws.path('written.out')).equals(want), 'saved point = base + writes');
+    ws.ok(['restore', base.id, ws.path('wbase.out'), '--force']);
+    assert.equal(fileHash(ws.path('wbase.out')), fileHash(ws.path('b.img')));
+    const named = (ws.ok(['list', '--json', '--name', 'written']) as { id: string }[]).map((p) => p.id);
+    assert.deepEqual(named, [stopped.json.saved]);
   });
 
   it('guards a TCP listener with a token, and refuses other addresses without one', async () => {

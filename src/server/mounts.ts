@@ -1,6 +1,7 @@
 /**
- * Live mounts run by `vmvault serve` (`/api/v1/mounts`): a restore point served read-only over
- * NBD from the server process, as `vmvault mount` serves it, until it is stopped.
+ * Live mounts run by `vmvault serve` (`/api/v1/mounts`): a restore point served over NBD from
+ * the server process, as `vmvault mount` serves it (read-only, or writable with a copy-on-write
+ * overlay that can be saved as a new restore point), until it is stopped.
  *
  * A mount is not a job of the resident queue: it would hold the queue for as long as it serves.
  * Each mount opens its own instance of the repository beside the resident one (same keys, no key
@@ -9,11 +10,14 @@
  * exclusively, waits for the mounts to stop, as it waits for a `vmvault mount` process.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { resolvePointDisk } from '../cli/point-disk.js';
 import { VmvaultError } from '../core/index.js';
 import { type LiveServer, startLiveServer } from '../live/serve.js';
 import { TraceStore } from '../live/traces.js';
+import type { Overlay } from '../overlay/index.js';
 import { CodecPool, type Lock, Repository } from '../repository/index.js';
 import type { ResidentRepository } from './resident.js';
 
@@ -31,6 +35,19 @@ export interface MountRequest {
   exportName?: string;
   /** Record this mount's read trace and prefetch earlier ones (default true). */
   trace?: boolean;
+  /** Guest writes go to a copy-on-write overlay (the restore point never changes). */
+  writable?: boolean;
+  /** The overlay file (absolute; default a temporary one, removed when the mount stops). */
+  overlay?: string;
+}
+
+/** How a mount is stopped. */
+export interface MountStop {
+  /** Save a writable mount's overlay as a new restore point first (named `name`, default the point's). */
+  save?: boolean;
+  name?: string;
+  /** Keep an overlay file that was given even though it was saved (otherwise it is removed once saved). */
+  keepOverlay?: boolean;
 }
 
 /** A mount as the API shows it. */
@@ -43,7 +60,9 @@ export interface MountView {
   size: number;
   uri: string;
   exportName: string;
-  writable: false;
+  writable: boolean;
+  /** The overlay file of a writable mount (null: read-only). */
+  overlay: string | null;
   startedAt: string;
   /** Chunks fetched (by reads and by prefetch) and reads served from the cache so far. */
   stats: { chunkFetches: number; prefetched: number; cacheHits: number; traced: number };
@@ -52,7 +71,7 @@ export interface MountView {
 interface Running {
   view: MountView;
   live: LiveServer;
-  stop: () => Promise<void>;
+  stop: (how: MountStop) => Promise<{ saved: string | null }>;
 }
 
 /** The live mounts of one server. */
@@ -84,6 +103,26 @@ export class MountTable {
       const { point, disk } = await resolvePointDisk(repo, req.point, req.disk);
       const pool = new CodecPool(repo);
       undo.push(() => pool.close());
+      let overlay: Overlay | undefined;
+      let tempDir: string | undefined;
+      if (req.writable || req.overlay !== undefined) {
+        let path = req.overlay;
+        if (path === undefined) {
+          tempDir = await mkdtemp(join(tmpdir(), 'vmvault-overlay-'));
+          const dir = tempDir;
+          undo.push(() => rm(dir, { recursive: true, force: true }));
+          path = join(tempDir, 'overlay');
+        }
+        const { Overlay } = await import('../overlay/index.js');
+        const ov = await Overlay.openOrCreate(path, {
+          pointId: point.id,
+          disk: disk.name,
+          size: disk.size,
+          chunkSize: disk.chunkSize,
+        });
+        overlay = ov;
+        undo.push(() => ov.close());
+      }
       const live = await startLiveServer({
         repo,
         pool,
@@ -91,6 +130,7 @@ export class MountTable {
         disk,
         listen: req.listen,
         exportName: req.exportName ?? point.id,
+        overlay,
         traces:
           req.trace === false ? undefined : new TraceStore(join(dirname(this.catalogPath(repo)), 'traces')),
       });
@@ -104,16 +144,36 @@ export class MountTable {
         size: disk.size,
         uri: live.uri,
         exportName: live.exportName,
-        writable: false,
+        writable: overlay !== undefined,
+        overlay: overlay?.path ?? null,
         startedAt: new Date().toISOString(),
         stats: { chunkFetches: 0, prefetched: 0, cacheHits: 0, traced: 0 },
       };
-      let stopping: Promise<void> | undefined;
+      let stopping: Promise<{ saved: string | null }> | undefined;
+      const stop = async (how: MountStop): Promise<{ saved: string | null }> => {
+        let saved: string | null = null;
+        try {
+          await live.close(); // no client writes any more, every write is in the overlay
+          if (overlay && how.save) {
+            const { saveOverlay } = await import('../overlay/index.js');
+            const r = await saveOverlay(repo, pool, point, overlay, how.name ? { name: how.name } : {});
+            saved = r.point.id;
+          }
+          if (overlay) {
+            // A given overlay stays unless it was saved (and not asked to stay); a temporary one goes.
+            const keep = !tempDir && (!saved || how.keepOverlay === true);
+            if (!keep) await overlay.discard();
+          }
+        } finally {
+          await unwind();
+        }
+        return { saved };
+      };
       this.mounts.set(id, {
         view,
         live,
-        stop: () => {
-          stopping ??= unwind();
+        stop: (how) => {
+          stopping ??= stop(how);
           return stopping;
         },
       });
@@ -135,20 +195,26 @@ export class MountTable {
     return m ? this.withStats(m) : null;
   }
 
-  /** Stops a mount (its clients are disconnected, its trace saved); its last view, or null. */
-  async stop(id: string): Promise<MountView | null> {
+  /**
+   * Stops a mount (its clients are disconnected, its trace saved, a writable one's overlay saved
+   * as a new restore point when asked); its last view and the saved point's id, or null.
+   */
+  async stop(id: string, how: MountStop = {}): Promise<(MountView & { saved: string | null }) | null> {
     const m = this.mounts.get(id);
     if (!m) return null;
+    if (how.save && !m.view.writable) {
+      throw new VmvaultError('E_USAGE', `mount ${id} is read-only: it has no writes to save`);
+    }
     this.mounts.delete(id);
     const view = this.withStats(m);
-    await m.stop();
-    return view;
+    const { saved } = await m.stop(how);
+    return { ...view, saved };
   }
 
-  /** Stops every mount and refuses new ones (server shutdown). */
+  /** Stops every mount, saving nothing, and refuses new ones (server shutdown). */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.mounts.keys()].map((id) => this.stop(id)));
+    await Promise.allSettled([...this.mounts.keys()].map((id) => this.stop(id)));
   }
 
   private withStats(m: Running): MountView {

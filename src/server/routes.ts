@@ -211,11 +211,11 @@ export function gcArgs(body: Record<string, unknown>): { args: string[]; values:
   return { args: [], values };
 }
 
-const MOUNT_KEYS = ['point', 'disk', 'socket', 'host', 'port', 'export', 'trace'];
+const MOUNT_KEYS = ['point', 'disk', 'socket', 'host', 'port', 'export', 'trace', 'writable', 'overlay'];
 
 /**
- * The body of `POST /api/v1/mounts`: `{point, disk?, socket? | port? (host?), export?, trace?}`,
- * the options of `vmvault mount`.
+ * The body of `POST /api/v1/mounts`: `{point, disk?, socket? | port? (host?), export?, trace?,
+ * writable?, overlay?}`, the options of `vmvault mount`.
  */
 export function mountRequest(body: Record<string, unknown>): MountRequest {
   known(body, MOUNT_KEYS, 'mount');
@@ -239,10 +239,14 @@ export function mountRequest(body: Record<string, unknown>): MountRequest {
   const disk = optString(body, 'disk');
   const exportName = optString(body, 'export');
   const trace = body.trace === undefined || body.trace === null ? true : optBoolean(body, 'trace');
+  const overlay = optString(body, 'overlay');
+  const writable = optBoolean(body, 'writable') || overlay !== undefined;
   return {
     point,
     listen,
     trace,
+    writable,
+    ...(overlay !== undefined ? { overlay: absolute('"overlay"', overlay) } : {}),
     ...(disk !== undefined ? { disk } : {}),
     ...(exportName !== undefined ? { exportName } : {}),
   };
@@ -397,7 +401,19 @@ const jobRoute: Handler = async (req, rc) => {
 const MOUNT_PATH = /^\/api\/v1\/mounts\/([0-9a-f]{16})$/;
 const mountRoute: Handler = async (req, rc) => {
   const id = MOUNT_PATH.exec(req.path)![1]!;
-  const view = req.method === 'DELETE' ? await rc.mounts.stop(id) : rc.mounts.get(id);
+  const flag = (key: string): boolean => {
+    const v = req.query.get(key);
+    if (v !== null && v !== 'true' && v !== 'false') throw usage(`${key} takes true or false`);
+    return v === 'true';
+  };
+  const view =
+    req.method === 'DELETE'
+      ? await rc.mounts.stop(id, {
+          save: flag('save'),
+          keepOverlay: flag('keepOverlay'),
+          ...(req.query.get('name') ? { name: req.query.get('name')! } : {}),
+        })
+      : rc.mounts.get(id);
   if (!view) {
     throw new VmvaultError('E_NOT_FOUND', `no mount ${id}`, {
       hint: 'GET /api/v1/mounts lists the running mounts',
