@@ -107,8 +107,9 @@ export async function runRemote(
   v: OptionValues,
 ): Promise<number> {
   if (!REMOTE_COMMANDS.has(name)) {
+    const api = name === 'mount' ? '; a server mounts through POST /api/v1/mounts (docs/server.md)' : '';
     throw new VmvaultError('E_USAGE', `${name} does not run on a server`, {
-      hint: `drop --server (commands a server runs: ${[...REMOTE_COMMANDS].join(', ')})`,
+      hint: `drop --server (commands a server runs: ${[...REMOTE_COMMANDS].join(', ')})${api}`,
     });
   }
   if (v.repo !== undefined) {

@@ -49,7 +49,7 @@ export const backupSpec: CommandSpec = {
 
 export const serveSpec: CommandSpec = {
   name: 'serve',
-  summary: 'serve the REST API (backups, restore points, stats) with the repository kept open',
+  summary: 'serve the REST API (backups, restores, live mounts, schedules) over an open repository',
   usage:
     'serve [--socket PATH | --port N [--host 127.0.0.1]] [--token-file FILE] [--schedule FILE]\n\n' +
     'Listens on 127.0.0.1:8420 by default and prints the URL on its first line of stdout; stays\n' +
