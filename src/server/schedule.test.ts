@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseInterval, parseSchedules } from './schedule.js';
+import type { RouteContext } from './routes.js';
+import { parseInterval, parseSchedules, Scheduler } from './schedule.js';
 
 describe('schedule files', () => {
   it('reads intervals in seconds, minutes, hours and days, and refuses the rest', () => {
@@ -8,6 +9,7 @@ describe('schedule files', () => {
     assert.equal(parseInterval('15m', 'x'), 900_000);
     assert.equal(parseInterval('1.5h', 'x'), 5_400_000);
     assert.equal(parseInterval('1d', 'x'), 86_400_000);
+    assert.equal(parseInterval('60d', 'x'), 60 * 86_400_000); // longer than one Node timer holds
     for (const bad of ['0s', '0.5s', '10', 'm', '5 m', '-1h', '1w', 5, null]) {
       assert.throws(
         () => parseInterval(bad, 'where'),
@@ -101,5 +103,24 @@ describe('schedule files', () => {
         JSON.stringify(doc),
       );
     }
+  });
+
+  it('waits out an interval longer than one Node timer holds instead of running at once', async () => {
+    let started = 0;
+    const rc = new Proxy({} as RouteContext, {
+      get() {
+        started++;
+        throw new Error('a job was started');
+      },
+    });
+    const s = new Scheduler(
+      rc,
+      parseSchedules({ schedules: [{ id: 'long', every: '30d', verify: {} }] }, 'f'),
+    );
+    s.start();
+    await new Promise((r) => setTimeout(r, 300));
+    await s.stop();
+    assert.equal(started, 0);
+    assert.equal(s.list()[0]!.runs, 0);
   });
 });

@@ -13,6 +13,8 @@ import { JOB_PARSERS, type JobCommand, type RouteContext, startJob } from './rou
 const SCHEDULED = ['backup', 'verify', 'gc'] as const;
 type ScheduledCommand = (typeof SCHEDULED)[number];
 
+/** Longest delay one Node timer takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Shortest interval a schedule may have. */
 const MIN_INTERVAL_MS = 1000;
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -203,7 +205,9 @@ export class Scheduler {
   private arm(s: State, at: number): void {
     if (this.stopped) return;
     s.nextRunAt = at;
-    s.timer = setTimeout(() => this.tick(s), Math.max(0, at - Date.now()));
+    // Node's timers hold at most 2^31 - 1 ms (~24.8 days): a longer wait is made of several.
+    const wait = Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()));
+    s.timer = setTimeout(() => (Date.now() < at ? this.arm(s, at) : this.tick(s)), wait);
   }
 
   /** One tick: run unless the previous run is still going; arm the next tick on the grid. */
