@@ -388,6 +388,46 @@ describe('vmvault serve', () => {
     assert.deepEqual(named, [stopped.json.saved]);
   });
 
+  it('makes a clone through the API that qemu-img reads at once, and serves it again later', async () => {
+    const base = (await post('/api/v1/backups', { source: ws.path('b.img'), name: 'cbase' })).json;
+    const clone = ws.path('api-clone.qcow2');
+    const csock = ws.path('api-clone.sock');
+    const c = await post('/api/v1/mounts', { point: base.id, clone, socket: csock });
+    assert.equal(c.status, 201, c.text);
+    assert.equal(c.json.clone, clone);
+    assert.equal(c.json.created, true);
+    execFileSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', clone, ws.path('b.img')]);
+    // Writes go to the clone; the point is unchanged.
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 64k', clone], { stdio: 'pipe' });
+    assert.equal((await call(at, 'DELETE', `/api/v1/mounts/${c.json.id}`)).status, 200);
+    assert.ok(existsSync(clone), 'the clone file stays when its mount stops');
+    ws.ok(['restore', base.id, ws.path('cbase.out')]);
+    assert.equal(fileHash(ws.path('cbase.out')), fileHash(ws.path('b.img')));
+    // Served again: the same clone, with its write.
+    const again = await post('/api/v1/mounts', { point: base.id, clone, socket: csock });
+    assert.equal(again.status, 201, again.text);
+    assert.equal(again.json.created, false);
+    execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', clone, ws.path('clone.raw')]);
+    const want = readFileSync(ws.path('b.img'));
+    want.fill(0x5a, 0, 65536);
+    assert.ok(readFileSync(ws.path('clone.raw')).equals(want), 'clone = point + its write');
+    assert.equal((await call(at, 'DELETE', `/api/v1/mounts/${again.json.id}`)).status, 200);
+    // Not a clone of this point, or not a clone at all: refused, and the file is left alone.
+    writeFileSync(ws.path('not-a-clone.qcow2'), 'x');
+    const refused = await post('/api/v1/mounts', { point: base.id, clone: ws.path('not-a-clone.qcow2') });
+    assert.equal(refused.status, 422, refused.text);
+    assert.equal(readFileSync(ws.path('not-a-clone.qcow2'), 'utf8'), 'x');
+    for (const [body, message] of [
+      [{ point: base.id, clone, port: 10809 }, /unix socket/],
+      [{ point: base.id, clone, writable: true }, /read-only/],
+      [{ point: base.id, clone: 'rel.qcow2' }, /absolute path/],
+    ] as const) {
+      const bad = await post('/api/v1/mounts', body);
+      assert.equal(bad.status, 400, bad.text);
+      assert.match(bad.json.error.message, message);
+    }
+  });
+
   it('guards a TCP listener with a token, and refuses other addresses without one', async () => {
     writeFileSync(ws.path('token'), 's3cret-token\n');
     const { child, first } = await serve(ws, ['--port', '0', '--token-file', ws.path('token')]);

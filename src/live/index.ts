@@ -4,3 +4,4 @@
  */
 export { type LiveServer, type LiveServerOptions, startLiveServer, TRACE_SAVE_MS } from './serve.js';
 export { type ReadTrace, TRACE_LIMIT, TraceRecorder, TraceStore } from './traces.js';
+export { cloneBackingSpec, defaultCloneSocket, prepareCloneFile, qemuImg } from './clone-file.js';

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { resolvePointDisk } from '../cli/point-disk.js';
 import { VmvaultError } from '../core/index.js';
+import { prepareCloneFile } from '../live/clone-file.js';
 import { type LiveServer, startLiveServer } from '../live/serve.js';
 import { TraceStore } from '../live/traces.js';
 import type { Overlay } from '../overlay/index.js';
@@ -39,6 +40,11 @@ export interface MountRequest {
   writable?: boolean;
   /** The overlay file (absolute; default a temporary one, removed when the mount stops). */
   overlay?: string;
+  /**
+   * Make (or serve again) this thin qcow2 clone, backed by the mount (`vmvault clone`): the
+   * mount must listen on a unix socket, read-only. The clone file stays when the mount stops.
+   */
+  clone?: string;
 }
 
 /** How a mount is stopped. */
@@ -63,6 +69,9 @@ export interface MountView {
   writable: boolean;
   /** The overlay file of a writable mount (null: read-only). */
   overlay: string | null;
+  /** The clone file this mount serves the backing data of, and whether this mount created it. */
+  clone: string | null;
+  created: boolean;
   startedAt: string;
   /** Chunks fetched (by reads and by prefetch) and reads served from the cache so far. */
   stats: { chunkFetches: number; prefetched: number; cacheHits: number; traced: number };
@@ -103,6 +112,18 @@ export class MountTable {
       const { point, disk } = await resolvePointDisk(repo, req.point, req.disk);
       const pool = new CodecPool(repo);
       undo.push(() => pool.close());
+      let created = false;
+      // A clone file this request created goes again if the mount does not start.
+      let removeClone = false;
+      if (req.clone !== undefined) {
+        if (!('socketPath' in req.listen) || req.writable || req.overlay !== undefined) {
+          throw new VmvaultError('E_USAGE', 'a clone is served read-only on a unix socket');
+        }
+        created = (await prepareCloneFile(req.clone, point, disk, req.listen.socketPath)).created;
+        const clone = req.clone;
+        removeClone = created;
+        undo.push(() => (removeClone ? rm(clone, { force: true }) : Promise.resolve()));
+      }
       let overlay: Overlay | undefined;
       let tempDir: string | undefined;
       if (req.writable || req.overlay !== undefined) {
@@ -135,6 +156,7 @@ export class MountTable {
           req.trace === false ? undefined : new TraceStore(join(dirname(this.catalogPath(repo)), 'traces')),
       });
       undo.push(() => live.close());
+      removeClone = false; // from here on the clone file is the user's: stopping the mount leaves it
       const id = randomBytes(8).toString('hex');
       const view: MountView = {
         id,
@@ -146,6 +168,8 @@ export class MountTable {
         exportName: live.exportName,
         writable: overlay !== undefined,
         overlay: overlay?.path ?? null,
+        clone: req.clone ?? null,
+        created,
         startedAt: new Date().toISOString(),
         stats: { chunkFetches: 0, prefetched: 0, cacheHits: 0, traced: 0 },
       };

@@ -8,6 +8,7 @@ import type { OptionValues } from '../cli/command.js';
 import { COMMANDS, PRUNE_RULES } from '../cli/commands/specs.js';
 import { REMOTE_COMMANDS } from '../cli/remote.js';
 import { VmvaultError } from '../core/index.js';
+import { defaultCloneSocket } from '../live/clone-file.js';
 import type { JobTable, JobView } from './jobs.js';
 import type { MountListen, MountRequest, MountTable } from './mounts.js';
 import type { ResidentRepository } from './resident.js';
@@ -211,17 +212,38 @@ export function gcArgs(body: Record<string, unknown>): { args: string[]; values:
   return { args: [], values };
 }
 
-const MOUNT_KEYS = ['point', 'disk', 'socket', 'host', 'port', 'export', 'trace', 'writable', 'overlay'];
+const MOUNT_KEYS = [
+  'point',
+  'disk',
+  'socket',
+  'host',
+  'port',
+  'export',
+  'trace',
+  'writable',
+  'overlay',
+  'clone',
+];
 
 /**
  * The body of `POST /api/v1/mounts`: `{point, disk?, socket? | port? (host?), export?, trace?,
- * writable?, overlay?}`, the options of `vmvault mount`.
+ * writable?, overlay?, clone?}`, the options of `vmvault mount` (and of `vmvault clone`: with
+ * `clone`, `socket` defaults to the clone's own).
  */
 export function mountRequest(body: Record<string, unknown>): MountRequest {
   known(body, MOUNT_KEYS, 'mount');
   const point = optString(body, 'point');
   if (!point) throw usage('a mount request needs "point"');
-  const socket = optString(body, 'socket');
+  const cloneText = optString(body, 'clone');
+  const clone = cloneText === undefined ? undefined : absolute('"clone"', cloneText);
+  if (clone !== undefined) {
+    if (body.port !== undefined || body.host !== undefined)
+      throw usage('a clone is served on a unix socket, not a port');
+    if (body.writable === true || body.overlay !== undefined)
+      throw usage('a clone is served read-only: its writes go to the clone');
+    if (body.export !== undefined) throw usage("a clone's export is the point id");
+  }
+  const socket = optString(body, 'socket') ?? (clone !== undefined ? defaultCloneSocket(clone) : undefined);
   const port = body.port;
   if ((socket === undefined) === (port === undefined || port === null)) {
     throw usage('a mount request needs exactly one of "socket" or "port"');
@@ -247,6 +269,7 @@ export function mountRequest(body: Record<string, unknown>): MountRequest {
     trace,
     writable,
     ...(overlay !== undefined ? { overlay: absolute('"overlay"', overlay) } : {}),
+    ...(clone !== undefined ? { clone } : {}),
     ...(disk !== undefined ? { disk } : {}),
     ...(exportName !== undefined ? { exportName } : {}),
   };
