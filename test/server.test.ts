@@ -9,6 +9,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { BIN, fileHash, makeExt4Image, makeTree, randomWrites, Workspace } from './helpers.js';
@@ -424,6 +425,62 @@ describe('vmvault serve', () => {
     ] as const) {
       const bad = await post('/api/v1/mounts', body);
       assert.equal(bad.status, 400, bad.text);
+      assert.match(bad.json.error.message, message);
+    }
+  });
+
+  it('lists, finds and restores single files of a restore point through the API', async () => {
+    // b.img took random writes in earlier cases (its filesystem is no longer whole): a fresh one.
+    makeExt4Image(ws.path('files.img'), 24 << 20, ws.path('tree-b'));
+    const point = (await post('/api/v1/backups', { source: ws.path('files.img'), name: 'files' })).json;
+    const ls = await call(at, 'GET', `/api/v1/files?point=${point.id}&path=/disk/etc`);
+    assert.equal(ls.status, 200, ls.text);
+    assert.deepEqual(
+      ls.json.map((e: { name: string }) => e.name),
+      ['hostname', 'notes.txt'],
+    );
+    const fromFs = await call(at, 'GET', `/api/v1/files?point=${point.id}&path=/disk/etc&fromFs=true`);
+    assert.deepEqual(
+      fromFs.json.map((e: { name: string; size: number }) => [e.name, e.size]),
+      ls.json.map((e: { name: string; size: number }) => [e.name, e.size]),
+    );
+    const found = await call(at, 'GET', '/api/v1/find?glob=hostname&name=files');
+    assert.equal(found.status, 200, found.text);
+    assert.deepEqual(
+      found.json.map((f: { path: string; pointId: string }) => [f.path, f.pointId]),
+      [['/disk/etc/hostname', point.id]],
+    );
+    const to = ws.path('files-out');
+    const r = await post('/api/v1/files/restore', {
+      point: point.id,
+      paths: ['/disk/etc', '/disk/data/nested/small.bin'],
+      to,
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.files, 3);
+    assert.equal(readFileSync(join(to, 'etc', 'hostname'), 'utf8'), 'testhost\n');
+    assert.equal(fileHash(join(to, 'small.bin')), fileHash(ws.path('tree-b', 'data', 'nested', 'small.bin')));
+    for (const [method, path, body, status, message] of [
+      ['GET', '/api/v1/files', undefined, 400, /needs \?point=ID/],
+      ['GET', `/api/v1/files?point=${point.id}&path=/disk/nope`, undefined, 404, /nope/],
+      ['GET', '/api/v1/find', undefined, 400, /needs \?glob=/],
+      [
+        'POST',
+        '/api/v1/files/restore',
+        JSON.stringify({ point: point.id, paths: ['/disk/etc'], to: 'rel' }),
+        400,
+        /absolute path/,
+      ],
+      [
+        'POST',
+        '/api/v1/files/restore',
+        JSON.stringify({ point: point.id, to }),
+        400,
+        /needs "point", "paths"/,
+      ],
+    ] as const) {
+      const bad = await call(at, method, path, body);
+      assert.equal(bad.status, status, `${method} ${path}: ${bad.text.slice(0, 200)}`);
       assert.match(bad.json.error.message, message);
     }
   });

@@ -287,6 +287,22 @@ function optBoolean(body: Record<string, unknown>, key: string): boolean {
   return v;
 }
 
+/**
+ * `POST /api/v1/files/restore`: `{point, paths, to}` (`vmvault files restore POINT PATH… --to
+ * DIR`): files and directories out of a restore point's filesystems, with owner, mode, times and
+ * links, into the directory `to` (absolute).
+ */
+export function filesRestoreArgs(body: Record<string, unknown>): { args: string[]; values: OptionValues } {
+  known(body, ['point', 'paths', 'to'], 'file restore');
+  const point = optString(body, 'point');
+  const paths = optStrings(body, 'paths');
+  const to = optString(body, 'to');
+  if (!point || !paths || paths.length === 0 || !to) {
+    throw usage('a file restore request needs "point", "paths" (an array) and "to"');
+  }
+  return { args: ['restore', point, ...paths], values: { to: absolute('"to"', to) } };
+}
+
 /** What each job command takes from a request body: its CLI arguments and options. */
 export const JOB_PARSERS = {
   backup: backupArgs,
@@ -294,6 +310,7 @@ export const JOB_PARSERS = {
   verify: verifyArgs,
   prune: pruneArgs,
   gc: gcArgs,
+  files: filesRestoreArgs,
 } as const;
 
 /** A command the API runs as a job. */
@@ -389,6 +406,35 @@ const routes: { method: string; path: string; handle: Handler }[] = [
     method: 'GET',
     path: '/api/v1/jobs',
     handle: async (_req, rc) => ({ status: 200, value: rc.jobs.list() }),
+  },
+  commandJob('/api/v1/files/restore', 'files'),
+  {
+    method: 'GET',
+    path: '/api/v1/files',
+    handle: async (req, rc) => {
+      const point = req.query.get('point');
+      if (!point) throw usage('GET /api/v1/files needs ?point=ID (and &path=/part1/dir)');
+      const fromFs = req.query.get('fromFs');
+      if (fromFs !== null && fromFs !== 'true' && fromFs !== 'false')
+        throw usage('fromFs takes true or false');
+      const out = await runCommand(
+        rc,
+        'files',
+        ['ls', point, req.query.get('path') || '/'],
+        fromFs === 'true' ? { 'from-fs': true } : {},
+      );
+      return { status: 200, ...out };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/find',
+    handle: async (req, rc) => {
+      const glob = req.query.get('glob');
+      if (!glob) throw usage("GET /api/v1/find needs ?glob=PATTERN (e.g. 'nginx.conf', '/part1/etc/*')");
+      const name = req.query.get('name');
+      return { status: 200, ...(await runCommand(rc, 'find', [glob], name ? { name } : {})) };
+    },
   },
   {
     method: 'GET',
