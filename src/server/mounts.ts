@@ -10,15 +10,14 @@
  * exclusively, waits for the mounts to stop, as it waits for a `vmvault mount` process.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { resolvePointDisk } from '../cli/point-disk.js';
 import { VmvaultError } from '../core/index.js';
 import { prepareCloneFile } from '../live/clone-file.js';
 import { type LiveServer, startLiveServer } from '../live/serve.js';
 import { TraceStore } from '../live/traces.js';
-import type { Overlay } from '../overlay/index.js';
+import { MountOverlay, type OverlayFinish } from '../live/mount-overlay.js';
 import { CodecPool, type Lock, Repository } from '../repository/index.js';
 import type { ResidentRepository } from './resident.js';
 
@@ -47,14 +46,8 @@ export interface MountRequest {
   clone?: string;
 }
 
-/** How a mount is stopped. */
-export interface MountStop {
-  /** Save a writable mount's overlay as a new restore point first (named `name`, default the point's). */
-  save?: boolean;
-  name?: string;
-  /** Keep an overlay file that was given even though it was saved (otherwise it is removed once saved). */
-  keepOverlay?: boolean;
-}
+/** How a mount is stopped: a writable one's overlay saved as a new restore point, or not. */
+export type MountStop = OverlayFinish;
 
 /** A mount as the API shows it. */
 export interface MountView {
@@ -124,25 +117,11 @@ export class MountTable {
         removeClone = created;
         undo.push(() => (removeClone ? rm(clone, { force: true }) : Promise.resolve()));
       }
-      let overlay: Overlay | undefined;
-      let tempDir: string | undefined;
+      let mo: MountOverlay | undefined;
       if (req.writable || req.overlay !== undefined) {
-        let path = req.overlay;
-        if (path === undefined) {
-          tempDir = await mkdtemp(join(tmpdir(), 'vmvault-overlay-'));
-          const dir = tempDir;
-          undo.push(() => rm(dir, { recursive: true, force: true }));
-          path = join(tempDir, 'overlay');
-        }
-        const { Overlay } = await import('../overlay/index.js');
-        const ov = await Overlay.openOrCreate(path, {
-          pointId: point.id,
-          disk: disk.name,
-          size: disk.size,
-          chunkSize: disk.chunkSize,
-        });
-        overlay = ov;
-        undo.push(() => ov.close());
+        const opened = await MountOverlay.open(point, disk, req.overlay);
+        mo = opened;
+        undo.push(() => opened.release());
       }
       const live = await startLiveServer({
         repo,
@@ -151,7 +130,7 @@ export class MountTable {
         disk,
         listen: req.listen,
         exportName: req.exportName ?? point.id,
-        overlay,
+        overlay: mo?.overlay,
         traces:
           req.trace === false ? undefined : new TraceStore(join(dirname(this.catalogPath(repo)), 'traces')),
       });
@@ -166,8 +145,8 @@ export class MountTable {
         size: disk.size,
         uri: live.uri,
         exportName: live.exportName,
-        writable: overlay !== undefined,
-        overlay: overlay?.path ?? null,
+        writable: mo !== undefined,
+        overlay: mo?.overlay.path ?? null,
         clone: req.clone ?? null,
         created,
         startedAt: new Date().toISOString(),
@@ -178,16 +157,7 @@ export class MountTable {
         let saved: string | null = null;
         try {
           await live.close(); // no client writes any more, every write is in the overlay
-          if (overlay && how.save) {
-            const { saveOverlay } = await import('../overlay/index.js');
-            const r = await saveOverlay(repo, pool, point, overlay, how.name ? { name: how.name } : {});
-            saved = r.point.id;
-          }
-          if (overlay) {
-            // A given overlay stays unless it was saved (and not asked to stay); a temporary one goes.
-            const keep = !tempDir && (!saved || how.keepOverlay === true);
-            if (!keep) await overlay.discard();
-          }
+          if (mo) saved = (await mo.finish(repo, pool, point, how))?.id ?? null;
         } finally {
           await unwind();
         }

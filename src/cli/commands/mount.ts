@@ -1,5 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { VmvaultError, formatBytes } from '../../core/index.js';
 // The serving path is imported file by file, not through the subsystems' index files: those
@@ -7,7 +5,7 @@ import { VmvaultError, formatBytes } from '../../core/index.js';
 // ready in well under a second. What only a writable mount needs is imported when asked for.
 import { startLiveServer } from '../../live/serve.js';
 import { TraceStore } from '../../live/traces.js';
-import type { Overlay } from '../../overlay/index.js';
+import { MountOverlay } from '../../live/mount-overlay.js';
 import { CodecPool } from '../../repository/codec-pool.js';
 import type { CommandRun } from '../command.js';
 import { untilStopSignal } from '../signals.js';
@@ -36,24 +34,14 @@ export const run: CommandRun = async (ctx, args, v) => {
     const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     // Chunks are decoded and checked on worker threads; sequential streams are read ahead.
     const pool = new CodecPool(repo);
-    let overlay: Overlay | undefined;
-    let tempDir: string | undefined;
+    let mo: MountOverlay | undefined;
     try {
       if (writable) {
-        let path = v.overlay as string | undefined;
-        if (path === undefined) {
-          tempDir = await mkdtemp(join(tmpdir(), 'vmvault-overlay-'));
-          path = join(tempDir, 'overlay');
-        }
-        const { Overlay } = await import('../../overlay/index.js');
-        overlay = await Overlay.openOrCreate(path, {
-          pointId: point.id,
-          disk: disk.name,
-          size: disk.size,
-          chunkSize: disk.chunkSize,
-        });
-        if (overlay.uncleanShutdown) {
-          say(`overlay ${path} was not closed cleanly last time; every write that was flushed is in it`);
+        mo = await MountOverlay.open(point, disk, v.overlay as string | undefined);
+        if (mo.overlay.uncleanShutdown) {
+          say(
+            `overlay ${mo.overlay.path} was not closed cleanly last time; every write that was flushed is in it`,
+          );
         }
       }
       const server = await startLiveServer({
@@ -66,7 +54,7 @@ export const run: CommandRun = async (ctx, args, v) => {
             ? { socketPath }
             : { port: port!, host: (v.host as string | undefined) ?? '127.0.0.1' },
         exportName: (v.export as string | undefined) ?? point.id,
-        overlay,
+        overlay: mo?.overlay,
         traces: v['no-trace'] ? undefined : new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
         onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
       });
@@ -74,28 +62,28 @@ export const run: CommandRun = async (ctx, args, v) => {
       // First line of stdout: the URI (or {"uri"} with --json), so scripts can wait for it.
       process.stdout.write(
         ctx.json
-          ? `${JSON.stringify({ uri: server.uri, id: point.id, disk: disk.name, size: disk.size, writable, overlay: overlay?.path ?? null })}\n`
+          ? `${JSON.stringify({ uri: server.uri, id: point.id, disk: disk.name, size: disk.size, writable, overlay: mo?.overlay.path ?? null })}\n`
           : `${server.uri}\n`,
       );
       say(
         `serving ${point.id} (${point.name}, ${disk.name}, ${formatBytes(disk.size)}) ` +
-          `${overlay ? `writable, overlay ${tempDir ? '(temporary) ' : ''}${overlay.path}` : 'read-only'}; Ctrl-C to stop`,
+          `${mo ? `writable, overlay ${mo.temporary ? '(temporary) ' : ''}${mo.overlay.path}` : 'read-only'}; Ctrl-C to stop`,
       );
       await stop;
       await server.close();
       const stats = server.reader.stats;
       let saved: string | undefined;
-      if (overlay && v['save-on-exit']) {
-        const { saveOverlay } = await import('../../overlay/index.js');
-        const r = await saveOverlay(repo, pool, point, overlay, { name: v.name as string | undefined });
-        saved = r.point.id;
-        say(`saved the overlay as restore point ${saved} (${formatBytes(r.bytesStored)} added)`);
-      }
-      if (overlay) {
-        const keep = !tempDir && (!saved || v['keep-overlay'] === true);
-        if (keep) await overlay.close();
-        else await overlay.discard();
-        overlay = undefined;
+      if (mo) {
+        const r = await mo.finish(repo, pool, point, {
+          save: v['save-on-exit'] === true,
+          keepOverlay: v['keep-overlay'] === true,
+          ...(v.name !== undefined ? { name: v.name as string } : {}),
+        });
+        mo = undefined;
+        if (r) {
+          saved = r.id;
+          say(`saved the overlay as restore point ${saved} (${formatBytes(r.bytesStored)} added)`);
+        }
       }
       if (ctx.json) {
         process.stdout.write(
@@ -111,9 +99,8 @@ export const run: CommandRun = async (ctx, args, v) => {
         );
       }
     } finally {
-      await overlay?.close().catch(() => undefined);
+      await mo?.release();
       await pool.close();
-      if (tempDir) await rm(tempDir, { recursive: true, force: true });
     }
     say('stopped');
   });
