@@ -1,12 +1,13 @@
 /** What every command needs: global options, the repository, the catalog and output helpers. */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { LocalBackend } from '../backends/local.js';
 import { Catalog, defaultCatalogPath } from '../catalog/index.js';
 import { errnoCode, VmvaultError } from '../core/errors.js';
 import { parseConfig, unlockKey } from '../repository/config.js';
 import type { CodecPool, LockKind, Repository } from '../repository/index.js';
+import { TraceStore } from '../live/traces.js';
 import { ProgressLine } from './progress.js';
 
 /** Options every command accepts. */
@@ -176,6 +177,11 @@ export class Context {
   /** Where the catalog of `repo` lives (`--catalog`, `VMVAULT_CATALOG` or the default). */
   catalogPath(repo: Repository): string {
     return this.catalogPathFor(repo.config.id);
+  }
+
+  /** The live mounts' read traces of `repo`: next to its catalog. */
+  traceStore(repo: Repository): TraceStore {
+    return new TraceStore(join(dirname(this.catalogPath(repo)), 'traces'));
   }
 
   /** Where the catalog of the repository with id `repoId` lives. */

@@ -11,12 +11,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { resolvePointDisk } from '../cli/point-disk.js';
 import { VmvaultError } from '../core/index.js';
 import { prepareCloneFile } from '../live/clone-file.js';
 import { type LiveServer, startLiveServer } from '../live/serve.js';
-import { TraceStore } from '../live/traces.js';
+import type { TraceStore } from '../live/traces.js';
 import { MountOverlay, type OverlayFinish } from '../live/mount-overlay.js';
 import { CodecPool, type Lock, Repository } from '../repository/index.js';
 import type { ResidentRepository } from './resident.js';
@@ -83,11 +82,11 @@ export class MountTable {
 
   /**
    * @param resident the server's repository (its keys and options are reused).
-   * @param catalogPath where the catalog of `repo` is: the read traces live next to it.
+   * @param traceStore the read traces of `repo` (next to its catalog).
    */
   constructor(
     private readonly resident: ResidentRepository,
-    private readonly catalogPath: (repo: Repository) => string,
+    private readonly traceStore: (repo: Repository) => TraceStore,
   ) {}
 
   /** Starts a mount; resolves once it listens. */
@@ -131,8 +130,7 @@ export class MountTable {
         listen: req.listen,
         exportName: req.exportName ?? point.id,
         overlay: mo?.overlay,
-        traces:
-          req.trace === false ? undefined : new TraceStore(join(dirname(this.catalogPath(repo)), 'traces')),
+        traces: req.trace === false ? undefined : this.traceStore(repo),
       });
       undo.push(() => live.close());
       removeClone = false; // from here on the clone file is the user's: stopping the mount leaves it

@@ -112,7 +112,7 @@ export function parseSchedules(doc: unknown, where: string): Schedule[] {
       if (command !== 'backup') throw bad(here, '"prune" goes with "backup"');
       if (!isObject(item.prune)) throw bad(here, '"prune" must be an object (the request body of prune)');
       prune = item.prune;
-      check('prune', { name: 'x', ...prune });
+      check('prune', prune);
       if (!Object.keys(prune).some((k) => k.startsWith('keep'))) {
         throw bad(here, '"prune" needs at least one keep rule, e.g. {"keepDaily": 7}');
       }

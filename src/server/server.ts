@@ -70,7 +70,8 @@ export class VmvaultServer {
     const resident = new ResidentRepository(opts);
     await resident.repository();
     const catalog = opts.catalog !== undefined ? { catalog: opts.catalog } : {};
-    const mounts = new MountTable(resident, (repo) => new ServerContext(resident, catalog).catalogPath(repo));
+    const paths = new ServerContext(resident, catalog);
+    const mounts = new MountTable(resident, (repo) => paths.traceStore(repo));
     const rc: RouteContext = {
       resident,
       jobs: new JobTable(),

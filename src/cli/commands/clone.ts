@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { formatBytes, VmvaultError } from '../../core/index.js';
-import { defaultCloneSocket, prepareCloneFile, startLiveServer, TraceStore } from '../../live/index.js';
+import { defaultCloneSocket, prepareCloneFile, startLiveServer } from '../../live/index.js';
 import { CodecPool } from '../../repository/index.js';
 import type { CommandRun } from '../command.js';
 import { untilStopSignal } from '../signals.js';
@@ -28,7 +28,7 @@ export const run: CommandRun = async (ctx, args, v) => {
         disk,
         listen: { socketPath: socket },
         exportName: point.id,
-        traces: new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
+        traces: ctx.traceStore(repo),
         onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
       });
       const stop = untilStopSignal();

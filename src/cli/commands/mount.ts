@@ -1,10 +1,8 @@
-import { dirname, join } from 'node:path';
 import { VmvaultError, formatBytes } from '../../core/index.js';
 // The serving path is imported file by file, not through the subsystems' index files: those
 // also pull in restores to qcow2, overlay saving and the backup pipeline, and a mount must be
 // ready in well under a second. What only a writable mount needs is imported when asked for.
 import { startLiveServer } from '../../live/serve.js';
-import { TraceStore } from '../../live/traces.js';
 import { MountOverlay } from '../../live/mount-overlay.js';
 import { CodecPool } from '../../repository/codec-pool.js';
 import type { CommandRun } from '../command.js';
@@ -55,7 +53,7 @@ export const run: CommandRun = async (ctx, args, v) => {
             : { port: port!, host: (v.host as string | undefined) ?? '127.0.0.1' },
         exportName: (v.export as string | undefined) ?? point.id,
         overlay: mo?.overlay,
-        traces: v['no-trace'] ? undefined : new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
+        traces: v['no-trace'] ? undefined : ctx.traceStore(repo),
         onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
       });
       const stop = untilStopSignal();

@@ -1,6 +1,5 @@
 import { formatBytes, formatDuration, parseBytes, VmvaultError } from '../../core/index.js';
-import { dirname, join } from 'node:path';
-import { startLiveServer, TraceStore } from '../../live/index.js';
+import { startLiveServer } from '../../live/index.js';
 import { recoverDisk, type RecoveryServe } from '../../recovery/index.js';
 import { CodecPool, type DiskRecord, type Repository, type RestorePoint } from '../../repository/index.js';
 import type { CommandRun } from '../command.js';
@@ -91,7 +90,7 @@ function servePoint(
       disk,
       listen: { socketPath },
       exportName,
-      traces: new TraceStore(join(dirname(ctx.catalogPath(repo)), 'traces')),
+      traces: ctx.traceStore(repo),
       onError: (err, where) => {
         if (!ctx.opts.quiet && !ctx.json)
           process.stderr.write(`vmvault: nbd ${where}: ${(err as Error).message}\n`);
