@@ -5,6 +5,9 @@
  *     returns -1 when the kernel answers ENXIO (no more data/hole past offset);
  *     throws on any other error.
  *   blkGetSize64(fd) -> number            size of a block device (BLKGETSIZE64)
+ *   alignOffset(bytes, alignment) -> n    bytes to skip from the start of `bytes` (a
+ *     Uint8Array) for an address that is a multiple of `alignment` (a power of two), as
+ *     O_DIRECT writes need
  *   lz4Bound / lz4CompressInto / lz4DecompressInto   LZ4 frames (lz4.c)
  *   gcmSealInto / gcmOpenInto                        AES-256-GCM (gcm.c)
  */
@@ -23,6 +26,7 @@
 #include "vmvault-gcm.h"
 #include "vmvault-xxh64.h"
 #include "vmvault-lz4.h"
+#include "vmvault-napi.h"
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
   char msg[128];
@@ -77,10 +81,29 @@ static napi_value js_blk_size(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value js_align_offset(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *data = NULL;
+  size_t len = 0;
+  uint32_t align = 0;
+  if (argc != 2 || !vmvault_bytes(env, argv[0], &data, &len) ||
+      napi_get_value_uint32(env, argv[1], &align) != napi_ok || align == 0 || (align & (align - 1)) != 0) {
+    napi_throw_type_error(env, NULL, "alignOffset(bytes, alignment): a Uint8Array and a power of two");
+    return NULL;
+  }
+  uintptr_t addr = (uintptr_t)data;
+  napi_value out;
+  napi_create_uint32(env, (uint32_t)((align - (addr & (align - 1))) & (align - 1)), &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"lseek", NULL, js_lseek, NULL, NULL, NULL, napi_default, NULL},
       {"blkGetSize64", NULL, js_blk_size, NULL, NULL, NULL, napi_default, NULL},
+      {"alignOffset", NULL, js_align_offset, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   vmvault_lz4_register(env, exports);

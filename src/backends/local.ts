@@ -5,10 +5,12 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { VmvaultError, errnoCode } from '../core/index.js';
+import { directWriteFlags, VmvaultError, errnoCode, writeStaged } from '../core/index.js';
 import type { Backend, ObjectInfo, ReadDescriptor } from './backend.js';
 
 const TMP_MARK = '.tmp-';
+/** Durable objects at least this large (packs) are written with O_DIRECT (core/direct-io.ts). */
+const DIRECT_MIN_BYTES = 1 << 20;
 const MAX_OPEN_FILES = 64;
 
 /** An open read handle shared by concurrent reads of one object. */
@@ -23,6 +25,8 @@ interface CachedHandle {
 export class LocalBackend implements Backend {
   private readonly handles = new Map<string, CachedHandle>();
   private readonly knownDirs = new Set<string>();
+  /** The filesystem refused O_DIRECT once: write through the page cache from then on. */
+  private directRefused = false;
 
   constructor(readonly root: string) {}
 
@@ -154,7 +158,7 @@ export class LocalBackend implements Backend {
     const fh = await open(tmp, 'wx');
     try {
       const parts = data instanceof Uint8Array ? [data] : data;
-      await fh.writev(parts as Uint8Array[]);
+      if (!(durable && (await this.writeDirect(tmp, fh, parts)))) await fh.writev(parts as Uint8Array[]);
       if (durable) await fh.sync();
     } catch (err) {
       await fh.close().catch(() => {});
@@ -164,6 +168,30 @@ export class LocalBackend implements Backend {
     await fh.close();
     await rename(tmp, final);
     if (durable) await syncDir(dir);
+  }
+
+  /**
+   * Writes a large new object through O_DIRECT (no page-cache copy; see core/direct-io.ts).
+   * False, with nothing written, when the object is small or direct I/O is not possible here.
+   */
+  private async writeDirect(tmp: string, fh: FileHandle, parts: readonly Uint8Array[]): Promise<boolean> {
+    let total = 0;
+    for (const p of parts) total += p.length;
+    const flags = this.directRefused ? null : directWriteFlags();
+    if (total < DIRECT_MIN_BYTES || flags === null) return false;
+    let direct: FileHandle;
+    try {
+      direct = await open(tmp, flags);
+    } catch {
+      this.directRefused = true; // EINVAL: this filesystem has no O_DIRECT
+      return false;
+    }
+    try {
+      if (!(await writeStaged(fh.fd, direct.fd, parts))) this.directRefused = true;
+    } finally {
+      await direct.close();
+    }
+    return true;
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {

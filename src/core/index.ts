@@ -3,6 +3,17 @@ export { VmvaultError, isVmvaultError, errnoCode, type ErrorCode } from './error
 export type { BlockReader, Extent } from './block-reader.js';
 export { formatBytes, formatDuration, parseBytes } from './units.js';
 export { nativeAddon, type NativeAddon, SEEK_DATA, SEEK_HOLE, SEEK_END } from './native.js';
+export {
+  DIRECT_ALIGN,
+  alignedBuffer,
+  allWritten,
+  closeDirect,
+  directWriteFlags,
+  openDirect,
+  StagePool,
+  writeAlignedAsync,
+  writeStaged,
+} from './direct-io.js';
 export { SlabPool, type Slab } from './slab-pool.js';
 export { CachedBlockReader } from './cached-reader.js';
 export { removeStaleSocket } from './unix-socket.js';

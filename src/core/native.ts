@@ -14,6 +14,11 @@ export interface NativeAddon {
   lseek(fd: number, offset: number, whence: number): number;
   /** Size of a block device in bytes (BLKGETSIZE64). */
   blkGetSize64(fd: number): number;
+  /**
+   * Bytes to skip from the start of `bytes` for an address that is a multiple of `alignment`
+   * (a power of two). Absent from older builds.
+   */
+  alignOffset?(bytes: Uint8Array, alignment: number): number;
   /** Worst-case size of the LZ4 frame of `n` content bytes. */
   lz4Bound(n: number): number;
   /**

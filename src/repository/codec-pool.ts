@@ -165,18 +165,23 @@ export class CodecPool {
    * the worker writes each at its `fileOffset` (positioned writes) and nothing comes back;
    * without, the decoded blobs come back, one buffer each, in item order. With
    * `opts.trustSelfCheck`, self-checked blobs are not re-hashed (see `DecodeOptions` in
-   * blob-codec.ts).
+   * blob-codec.ts). With `opts.directFd` (the same file opened by `core.openDirect`), extents
+   * of adjacent blobs are written through it (O_DIRECT), unaligned bytes through `fd`.
    */
   decodeRun(
     shared: SharedArrayBuffer,
     items: { offset: number; length: number; digest: Buffer; rawLength: number; fileOffset: number }[],
     where: string,
     fd: number | null,
-    opts: DecodeOptions = {},
+    opts: DecodeOptions & { directFd?: number | null } = {},
   ): Promise<Buffer[]> {
     const wire = items.map((it) => ({ ...it, digest: new Uint8Array(it.digest) }));
     const trustSelfCheck = opts.trustSelfCheck === true;
-    return this.send<Buffer[]>({ op: 'decodeRun', shared, items: wire, where, fd, trustSelfCheck }, []);
+    const directFd = fd === null ? null : (opts.directFd ?? null);
+    return this.send<Buffer[]>(
+      { op: 'decodeRun', shared, items: wire, where, fd, directFd, trustSelfCheck },
+      [],
+    );
   }
 
   /**
@@ -188,7 +193,7 @@ export class CodecPool {
     items: { offset: number; length: number; digest: Buffer; rawLength: number; fileOffset: number }[],
     where: string,
     fd: number | null,
-    opts: DecodeOptions & { parts?: number } = {},
+    opts: DecodeOptions & { parts?: number; directFd?: number | null } = {},
   ): Promise<Buffer[]> {
     const n = Math.max(1, Math.min(opts.parts ?? this.size, items.length));
     const per = Math.ceil(items.length / n);

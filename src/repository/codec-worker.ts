@@ -4,7 +4,7 @@
  */
 import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { VmvaultError } from '../core/index.js';
+import { alignedBuffer, allWritten, StagePool, VmvaultError, writeAlignedAsync } from '../core/index.js';
 import { BlobDecoder, BlobEncoder, type DecodeOptions } from './blob-codec.js';
 import type { Compression } from './config.js';
 import { digestOf } from './crypto.js';
@@ -52,6 +52,8 @@ type Request =
       items: RunItem[];
       where: string;
       fd: number | null;
+      /** The same file opened with O_DIRECT, for aligned extents (see core/direct-io.ts). */
+      directFd: number | null;
       trustSelfCheck: boolean;
     }
   | ({ id: number; op: 'decodeInto'; shared: SharedArrayBuffer } & IntoItems)
@@ -92,6 +94,17 @@ interface RunItem {
 
 /** This thread's buffer for chunks it decodes and writes itself. */
 let writeScratch = Buffer.allocUnsafeSlow(0);
+/** This thread's aligned staging buffers for direct writes of decoded chunks: 4 × 2 MiB. */
+const stages = new StagePool(2 << 20, 4);
+/** Direct writes failed here once (EINVAL): write through the page cache from then on. */
+let directRefused = false;
+
+/** True while direct writes may be used here: not refused, and aligned memory can be had. */
+function canStage(): boolean {
+  alignedMemory ??= alignedBuffer(1) !== null;
+  return alignedMemory && !directRefused;
+}
+let alignedMemory: boolean | undefined;
 
 /** Decodes the blobs of a run; writes them to `fd` or returns them back to back. */
 function decodeRun(
@@ -117,6 +130,61 @@ function decodeRun(
     }
   }
   return outs;
+}
+
+/**
+ * {@link decodeRun} to a file through O_DIRECT: blobs that land next to each other in the
+ * file are decoded side by side into an aligned staging buffer, which is written with one
+ * call (on the thread pool) each time the next blob does not follow or the buffer is full,
+ * while this thread decodes on into the next buffer. Resolves once every write is done. A
+ * blob that fails to decode fails the request; what was staged before it may be written.
+ */
+async function decodeRunDirect(
+  shared: SharedArrayBuffer,
+  items: RunItem[],
+  where: string,
+  fd: number,
+  directFd: number,
+  opts: DecodeOptions,
+): Promise<void> {
+  const writes: Promise<void>[] = [];
+  let stage: Buffer | null = null;
+  let start = 0;
+  let used = 0;
+  const flush = (): void => {
+    if (!stage || used === 0) return;
+    const b = stage;
+    const write = writeAlignedAsync(fd, directRefused ? null : directFd, b, used, start).then((ok) => {
+      if (!ok) directRefused = true;
+    });
+    writes.push(write.finally(() => stages.give(b)));
+    stage = null;
+    used = 0;
+  };
+  try {
+    for (const it of items) {
+      if (used > 0 && (it.fileOffset !== start + used || used + it.rawLength > stages.bytes)) flush();
+      const stored = Buffer.from(shared, it.offset, it.length);
+      const digest = Buffer.from(it.digest);
+      if (it.rawLength > stages.bytes) {
+        const out = decoder.decode(stored, digest, it.rawLength, where, opts);
+        for (let done = 0; done < out.length; )
+          done += writeSync(fd, out, done, out.length - done, it.fileOffset + done);
+        continue;
+      }
+      if (!stage) {
+        const s = stages.take();
+        stage = s instanceof Promise ? await s : s;
+        start = it.fileOffset;
+      }
+      decoder.decodeInto(stored, digest, it.rawLength, where, stage.subarray(used), opts);
+      used += it.rawLength;
+    }
+    flush();
+  } finally {
+    if (stage) stages.give(stage);
+    await allWritten(writes); // every write ends before the request does, failed or not
+  }
 }
 
 /** Decodes every item of `run` into its target; the failures, per item (null when it decoded). */
@@ -197,6 +265,16 @@ function toTransferable(b: Uint8Array): Uint8Array {
 parentPort!.on('message', (req: Request) => {
   try {
     let out: Buffer | Uint8Array;
+    if (req.op === 'decodeRun' && req.fd !== null && req.directFd !== null && !directRefused && canStage()) {
+      const id = req.id;
+      decodeRunDirect(req.shared, req.items, req.where, req.fd, req.directFd, {
+        trustSelfCheck: req.trustSelfCheck,
+      }).then(
+        () => parentPort!.postMessage({ id, parts: [] }),
+        (err: unknown) => parentPort!.postMessage({ id, error: errorInfo(err) }),
+      );
+      return;
+    }
     if (req.op === 'decodeRun') {
       const parts = decodeRun(req.shared, req.items, req.where, req.fd, {
         trustSelfCheck: req.trustSelfCheck,

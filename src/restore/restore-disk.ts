@@ -168,7 +168,7 @@ export async function restoreDisk(
               out.fd ?? null,
               // Self-checked blobs (format v2) carry their digest, a content checksum and, when
               // encrypted, a seal: damage is still caught, without re-hashing every chunk.
-              { trustSelfCheck: true },
+              { trustSelfCheck: true, directFd: out.directFd ?? null },
             );
             for (let n = 0; n < run.length; n++) {
               const it = run[n]!;

@@ -4,7 +4,7 @@
  * (`qcow2-target.ts`). The restore pipeline writes data chunks through this interface only.
  */
 import { type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
-import { errnoCode, nativeAddon, VmvaultError } from '../core/index.js';
+import { closeDirect, errnoCode, nativeAddon, openDirect, VmvaultError } from '../core/index.js';
 
 /** A restore destination. */
 export interface RestoreTarget {
@@ -22,6 +22,11 @@ export interface RestoreTarget {
    * be written through {@link write}.
    */
   readonly fd?: number;
+  /**
+   * The same target opened with O_DIRECT (`core/direct-io.ts`), for worker writes of aligned
+   * extents that bypass the page cache; absent where direct I/O is not possible.
+   */
+  readonly directFd?: number;
   /**
    * Starts writing back what was written so far without waiting, so the final flush in
    * {@link finalize} has little left to do. Optional.
@@ -92,17 +97,23 @@ export async function openRawTarget(
       await fh.close();
       throw new VmvaultError('E_TARGET', `${target} holds ${devSize} bytes; the disk needs ${size}`);
     }
+    const direct = openDirect(target);
     return {
       needsZeros: true,
       fd: fh.fd,
+      ...(direct !== null ? { directFd: direct } : {}),
       write: (buf, offset) => writeAll(fh, buf, offset),
       writeZeros: (offset, length) => writeZerosTo(fh, offset, length),
       sync: () => fh.datasync(),
       finalize: async () => {
         await fh.sync();
+        closeDirect(direct);
         await fh.close();
       },
-      abort: () => fh.close().catch(() => {}),
+      abort: async () => {
+        closeDirect(direct);
+        await fh.close().catch(() => {});
+      },
     };
   }
   const tmp = `${target}.vmvault-partial`;
@@ -113,9 +124,11 @@ export async function openRawTarget(
     throw new VmvaultError('E_TARGET', `cannot create ${tmp}: ${(err as Error).message}`);
   });
   await fh.truncate(size);
+  const direct = openDirect(tmp);
   return {
     needsZeros: false,
     fd: fh.fd,
+    ...(direct !== null ? { directFd: direct } : {}),
     write: (buf, offset) => writeAll(fh, buf, offset),
     writeZeros: (offset, length) => writeZerosTo(fh, offset, length),
     startWriteback: () => {
@@ -133,10 +146,12 @@ export async function openRawTarget(
     finalize: async () => {
       await writeback;
       await fh.sync();
+      closeDirect(direct);
       await fh.close();
       await rename(tmp, target);
     },
     abort: async (keep) => {
+      closeDirect(direct);
       await fh.close().catch(() => {});
       if (!keep) await unlink(tmp).catch(() => {});
     },
