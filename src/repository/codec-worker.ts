@@ -154,12 +154,7 @@ async function decodeRunDirect(
   const flush = (): void => {
     if (!stage || used === 0) return;
     const b = stage;
-    // Only full stages go direct. Shorter extents (a few chunks between others restored from
-    // other packs, the end of a run) go through the page cache: restoring a point whose chunks
-    // come from several backups was ~15 % slower with them written direct, each small write
-    // waiting on the device.
-    const direct = directRefused || used < stages.bytes ? null : directFd;
-    const write = writeAlignedAsync(fd, direct, b, used, start).then((ok) => {
+    const write = writeAlignedAsync(fd, directRefused ? null : directFd, b, used, start).then((ok) => {
       if (!ok) directRefused = true;
     });
     writes.push(write.finally(() => stages.give(b)));
