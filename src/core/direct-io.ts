@@ -157,64 +157,121 @@ export class StagePool {
   }
 }
 
+/**
+ * Writes extents of one file through staging buffers of a {@link StagePool}: bytes go into the
+ * current stage ({@link reserve}, then {@link commit}), and a stage is written (on the thread
+ * pool, direct where aligned) when the next extent does not follow it in the file or does not
+ * fit, while the caller fills the next stage. {@link done} waits for every write.
+ */
+export class StagedWriter {
+  private readonly writes: Promise<void>[] = [];
+  private stage: Buffer | null = null;
+  private start = 0;
+  private used = 0;
+  private refused = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly directFd: number | null,
+    private readonly pool: StagePool,
+  ) {}
+
+  /** Bytes the next {@link reserve} can take without a new stage (a whole stage when the current one is full or absent). */
+  get room(): number {
+    const free = this.pool.bytes - this.used;
+    return this.stage && free > 0 ? free : this.pool.bytes;
+  }
+
+  /**
+   * A view of `n` bytes (at most one stage) to fill with what goes at file offset `at`; call
+   * {@link commit} once it holds them. Writes the current stage out first when `at` does not
+   * follow it or `n` bytes do not fit.
+   */
+  async reserve(at: number, n: number): Promise<Buffer> {
+    if (n > this.pool.bytes) throw new Error(`an extent of ${n} bytes is larger than a stage`);
+    if (this.stage && (at !== this.start + this.used || this.used + n > this.pool.bytes)) this.flush();
+    if (!this.stage) {
+      const s = this.pool.take();
+      this.stage = s instanceof Promise ? await s : s;
+      this.start = at;
+      this.used = 0;
+    }
+    return this.stage.subarray(this.used, this.used + n);
+  }
+
+  /** The `n` bytes of the last {@link reserve} are in place. */
+  commit(n: number): void {
+    this.used += n;
+  }
+
+  /** Starts writing the current stage, if it holds anything. */
+  flush(): void {
+    const b = this.stage;
+    if (!b) return;
+    this.stage = null;
+    if (this.used === 0) {
+      this.pool.give(b);
+      return;
+    }
+    const write = writeAlignedAsync(this.fd, this.refused ? null : this.directFd, b, this.used, this.start);
+    this.writes.push(
+      write
+        .then((ok) => {
+          if (!ok) this.refused = true;
+        })
+        .finally(() => this.pool.give(b)),
+    );
+  }
+
+  /**
+   * Writes what is staged (unless `abandon`, which just gives the stage back) and waits for
+   * every write, failed or not; throws the first failure. Resolves false when direct writes
+   * were refused (EINVAL) on the way; the bytes then went through the ordinary descriptor.
+   */
+  async done(abandon = false): Promise<boolean> {
+    if (abandon && this.stage) {
+      this.pool.give(this.stage);
+      this.stage = null;
+    }
+    this.flush();
+    const settled = await Promise.allSettled(this.writes);
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return !this.refused;
+  }
+}
+
 /** Staging for {@link writeStaged}: 4 MiB buffers, 16 MiB in all per thread. */
 const packStages = new StagePool(4 << 20, 4);
 
 /**
  * Writes the concatenation of `parts` from offset 0 of a new file open as `fd` (ordinary) and
- * `directFd` (O_DIRECT): the parts are copied into aligned 4 MiB staging buffers, each written
- * on the thread pool while the next is filled. The buffers come from one small pool for all
- * writes of the thread, so concurrent writers wait for one instead of adding memory. For
- * files written once and fsynced (pack files), where the copy costs far less than the page
- * cache would. Resolves false when direct writes were refused part-way (everything was still
- * written, through `fd`).
+ * `directFd` (O_DIRECT), copied through aligned 4 MiB stages shared by all such writes of the
+ * thread. For files written once and fsynced (pack files), where the copy costs far less than
+ * the page cache would. Resolves false when direct writes were refused part-way (everything
+ * was still written, through `fd`).
  */
 export async function writeStaged(
   fd: number,
   directFd: number,
   parts: readonly Uint8Array[],
 ): Promise<boolean> {
-  let ok = true;
-  const writes: Promise<void>[] = [];
-  let stage: Buffer | null = null;
-  let used = 0;
+  const w = new StagedWriter(fd, directFd, packStages);
   let position = 0;
-  const flush = (): void => {
-    if (!stage || used === 0) return;
-    const b = stage;
-    const write = writeAlignedAsync(fd, ok ? directFd : null, b, used, position).then((fine) => {
-      if (!fine) ok = false;
-    });
-    writes.push(write.finally(() => packStages.give(b)));
-    position += used;
-    stage = null;
-    used = 0;
-  };
+  let failed = true;
   try {
     for (const part of parts) {
       for (let from = 0; from < part.length; ) {
-        if (!stage) {
-          const s = packStages.take();
-          stage = s instanceof Promise ? await s : s;
-        }
-        const n = Math.min(part.length - from, packStages.bytes - used);
-        stage.set(part.subarray(from, from + n), used);
-        used += n;
+        const n = Math.min(part.length - from, w.room);
+        (await w.reserve(position, n)).set(part.subarray(from, from + n));
+        w.commit(n);
         from += n;
-        if (used === packStages.bytes) flush();
+        position += n;
       }
     }
-    flush();
+    failed = false;
   } finally {
-    if (stage) packStages.give(stage);
-    await allWritten(writes);
+    if (failed) await w.done(true).catch(() => {});
   }
-  return ok;
-}
-
-/** Waits for every write in `writes`, failed or not, then throws the first failure if any. */
-export async function allWritten(writes: readonly Promise<unknown>[]): Promise<void> {
-  const settled = await Promise.allSettled(writes);
-  const failed = settled.find((r) => r.status === 'rejected');
-  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return w.done();
 }

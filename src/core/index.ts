@@ -6,10 +6,10 @@ export { nativeAddon, type NativeAddon, SEEK_DATA, SEEK_HOLE, SEEK_END } from '.
 export {
   DIRECT_ALIGN,
   alignedBuffer,
-  allWritten,
   closeDirect,
   directWriteFlags,
   openDirect,
+  StagedWriter,
   StagePool,
   writeAlignedAsync,
   writeStaged,

@@ -4,7 +4,7 @@
  */
 import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { alignedBuffer, allWritten, StagePool, VmvaultError, writeAlignedAsync } from '../core/index.js';
+import { alignedBuffer, StagedWriter, StagePool, VmvaultError } from '../core/index.js';
 import { BlobDecoder, BlobEncoder, type DecodeOptions } from './blob-codec.js';
 import type { Compression } from './config.js';
 import { digestOf } from './crypto.js';
@@ -147,23 +147,10 @@ async function decodeRunDirect(
   directFd: number,
   opts: DecodeOptions,
 ): Promise<void> {
-  const writes: Promise<void>[] = [];
-  let stage: Buffer | null = null;
-  let start = 0;
-  let used = 0;
-  const flush = (): void => {
-    if (!stage || used === 0) return;
-    const b = stage;
-    const write = writeAlignedAsync(fd, directRefused ? null : directFd, b, used, start).then((ok) => {
-      if (!ok) directRefused = true;
-    });
-    writes.push(write.finally(() => stages.give(b)));
-    stage = null;
-    used = 0;
-  };
+  const w = new StagedWriter(fd, directFd, stages);
+  let failed = true;
   try {
     for (const it of items) {
-      if (used > 0 && (it.fileOffset !== start + used || used + it.rawLength > stages.bytes)) flush();
       const stored = Buffer.from(shared, it.offset, it.length);
       const digest = Buffer.from(it.digest);
       if (it.rawLength > stages.bytes) {
@@ -172,19 +159,22 @@ async function decodeRunDirect(
           done += writeSync(fd, out, done, out.length - done, it.fileOffset + done);
         continue;
       }
-      if (!stage) {
-        const s = stages.take();
-        stage = s instanceof Promise ? await s : s;
-        start = it.fileOffset;
-      }
-      decoder.decodeInto(stored, digest, it.rawLength, where, stage.subarray(used), opts);
-      used += it.rawLength;
+      decoder.decodeInto(
+        stored,
+        digest,
+        it.rawLength,
+        where,
+        await w.reserve(it.fileOffset, it.rawLength),
+        opts,
+      );
+      w.commit(it.rawLength);
     }
-    flush();
+    failed = false;
   } finally {
-    if (stage) stages.give(stage);
-    await allWritten(writes); // every write ends before the request does, failed or not
+    // Every write ends before the request does, failed or not.
+    if (failed) await w.done(true).catch(() => {});
   }
+  if (!(await w.done())) directRefused = true;
 }
 
 /** Decodes every item of `run` into its target; the failures, per item (null when it decoded). */
