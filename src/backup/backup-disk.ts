@@ -51,6 +51,9 @@ export interface BackupDiskOptions {
 
 const DIGEST_SIZE = 32;
 
+/** Segments read and hashed ahead of the one being deduplicated. */
+const READ_AHEAD = 3;
+
 /** Backs up one disk into `repo`; the caller flushes the repository and writes the manifest. */
 export async function backupDisk(
   repo: Repository,
@@ -182,7 +185,17 @@ export async function backupDisk(
     if (n.done) return null;
     return n.value.kind === 'read' ? readSegment(n.value.first, n.value.count) : n.value;
   };
-  let nextRead: Promise<Item | null> | null = null;
+  // Segments read and hashed ahead of the one being deduplicated, in order. More than one keeps
+  // both workers fed: a worker that finishes its share of a segment's hashing goes on with the
+  // next segment instead of waiting for the main thread's round trip.
+  const ahead: Promise<Item | null>[] = [];
+  const readAhead = (): void => {
+    while (ahead.length < READ_AHEAD) {
+      const p = startNext();
+      p.catch(() => {}); // awaited in order below
+      ahead.push(p);
+    }
+  };
 
   const parentSameShape = opts.parent !== undefined && Math.ceil(opts.parent.size / cs) === chunkCount;
   const copyFromParent = async (first: number, count: number): Promise<void> => {
@@ -223,11 +236,10 @@ export async function backupDisk(
   };
 
   try {
-    nextRead = startNext();
     for (;;) {
-      const seg = await nextRead;
+      readAhead();
+      const seg = await ahead.shift()!;
       if (!seg) break;
-      nextRead = startNext(); // read ahead while this segment is hashed
       if (seg.kind === 'copy') {
         await copyFromParent(seg.first, seg.count);
         progress.done = Math.min(size, (seg.first + seg.count) * cs);
@@ -279,7 +291,9 @@ export async function backupDisk(
   } catch (err) {
     // Let encodes in flight settle so no rejection goes unhandled.
     await Promise.allSettled(queue.map((q) => q.encoded));
-    if (nextRead) await Promise.resolve(nextRead).catch(() => {});
+    for (const a of await Promise.allSettled(ahead)) {
+      if (a.status === 'fulfilled' && a.value?.kind === 'read') slabs.release(a.value.slab);
+    }
     throw err instanceof VmvaultError
       ? err
       : new VmvaultError('E_IO', `backup of ${source.path} failed: ${(err as Error).message}`, {

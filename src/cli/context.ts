@@ -136,6 +136,17 @@ export class Context {
   }
 
   /**
+   * Starts the threads of the command's {@link codecPool} while the repository opens (the
+   * passphrase's scrypt runs meanwhile); call before {@link withRepo}.
+   */
+  prestartPool(): void {
+    import('../repository/index.js').then(
+      (m) => m.prestartCodecWorkers(),
+      () => {}, // openRepo reports it
+    );
+  }
+
+  /**
    * The worker pool that encodes and decodes `repo`'s blobs for one command; hand it back with
    * {@link releasePool}. A resident server lends its warm pool instead of starting one.
    */

@@ -1,11 +1,14 @@
-/** CodecPool: urgent decodes before the workers are up run on the calling thread, same result. */
+/**
+ * CodecPool: urgent decodes before the workers are up run on the calling thread, same result;
+ * threads started before the repository was open take its keys and codec from the pool.
+ */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BlobEncoder } from './blob-codec.js';
-import { CodecPool, type DecodeIntoItem } from './codec-pool.js';
+import { CodecPool, type DecodeIntoItem, prestartCodecWorkers } from './codec-pool.js';
 import { digestOf } from './crypto.js';
 import { Repository } from './repository.js';
 
@@ -63,6 +66,36 @@ describe('CodecPool start-up', () => {
       const viaWorker = await pool.decodeInto(shared, items, 'test run', true);
       assert.equal(viaWorker[0], null);
       assert.equal(viaWorker[1]?.code, 'E_CHUNK_CORRUPT');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('hands threads started before the repository was open its keys, and encodes and decodes with them', async () => {
+    prestartCodecWorkers(2);
+    const pool = new CodecPool(repo, 2);
+    try {
+      const target = new SharedArrayBuffer(2 * 65536);
+      const { chunks, shared, items } = run(target);
+      assert.deepEqual(await pool.decodeInto(shared, items, 'test run', true), [null, null]);
+      assert.ok(Buffer.from(target, 65536, 65536).equals(chunks[1]!));
+      // What a pre-started worker encodes is sealed with the repository's key.
+      const digest = digestOf(chunks[0]!, repo.macKey);
+      const stored = await pool.encode(Buffer.from(chunks[0]!), digest);
+      assert.ok(!stored.includes(Buffer.from('vmvault vmvault')), 'no plaintext in the sealed blob');
+      const back = new SharedArrayBuffer(65536);
+      const errors = await pool.decodeInto(
+        (() => {
+          const s = new SharedArrayBuffer(stored.length);
+          new Uint8Array(s).set(stored);
+          return s;
+        })(),
+        [{ offset: 0, length: stored.length, digest, rawLength: 65536, target: back, targetOffset: 0 }],
+        'test run',
+        false,
+      );
+      assert.deepEqual(errors, [null]);
+      assert.ok(Buffer.from(back).equals(chunks[0]!));
     } finally {
       await pool.close();
     }

@@ -52,6 +52,57 @@ interface Slot {
   ready: boolean;
 }
 
+const WORKER_URL = new URL('./codec-worker.js', import.meta.url);
+
+/** A worker thread started before its repository was open, and what it said so far. */
+interface Spare {
+  worker: Worker;
+  ready: boolean;
+  error: unknown;
+}
+
+/** Threads from {@link prestartCodecWorkers} that no pool has taken yet. */
+let spares: Spare[] = [];
+
+/**
+ * Starts the codec worker threads of the next {@link CodecPool} now, before its repository is
+ * open: a thread takes ~70 ms to load, which then overlaps the passphrase's key derivation
+ * (scrypt, ~0.2 s) instead of following it. The next pool of as many threads takes them and
+ * sends them the repository's settings; threads no pool takes do not keep the process alive.
+ */
+export function prestartCodecWorkers(threads = defaultThreads()): void {
+  while (spares.length < threads) {
+    const spare: Spare = { worker: new Worker(WORKER_URL, { workerData: null }), ready: false, error: null };
+    spare.worker.on('message', (m: { ready?: boolean }) => {
+      if (m.ready) spare.ready = true;
+    });
+    spare.worker.on('error', (err) => {
+      spare.error = err;
+    });
+    spare.worker.unref();
+    spares.push(spare);
+  }
+}
+
+/** A thread per core. */
+function defaultThreads(): number {
+  return Math.max(1, availableParallelism());
+}
+
+/** Takes `n` healthy pre-started threads, or none. */
+function takeSpares(n: number): Spare[] | null {
+  const healthy = spares.filter((s) => s.error === null);
+  if (healthy.length < n) return null;
+  const taken = healthy.slice(0, n);
+  spares = spares.filter((s) => !taken.includes(s));
+  for (const s of taken) {
+    s.worker.removeAllListeners('message');
+    s.worker.removeAllListeners('error');
+    s.worker.ref();
+  }
+  return taken;
+}
+
 /** Worker threads doing blob encode/decode for one repository. */
 export class CodecPool {
   private readonly slots: Slot[] = [];
@@ -63,7 +114,7 @@ export class CodecPool {
   private readonly keys: { seal: Buffer | null; mac: Buffer | null };
   private readonly slabPools = new Map<string, SlabPool>();
 
-  constructor(repo: Repository, threads = Math.max(1, availableParallelism())) {
+  constructor(repo: Repository, threads = defaultThreads()) {
     const workerData = {
       compression: repo.config.compression,
       version: repo.config.version,
@@ -71,9 +122,13 @@ export class CodecPool {
       macKey: repo.macKey ? new Uint8Array(repo.macKey) : null,
     };
     this.keys = { seal: repo.sealKey, mac: repo.macKey };
+    const started = takeSpares(threads);
     for (let i = 0; i < threads; i++) {
-      const worker = new Worker(new URL('./codec-worker.js', import.meta.url), { workerData });
-      const slot: Slot = { worker, busy: 0, ready: false };
+      const spare = started?.[i];
+      // A pre-started thread gets the settings as its first message, before any request.
+      spare?.worker.postMessage({ op: 'init', ...workerData });
+      const worker = spare?.worker ?? new Worker(WORKER_URL, { workerData });
+      const slot: Slot = { worker, busy: 0, ready: spare?.ready ?? false };
       worker.on(
         'message',
         (m: {

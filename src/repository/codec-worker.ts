@@ -18,11 +18,18 @@ interface Init {
   macKey: Uint8Array | null;
 }
 
-const init = workerData as Init;
-const key = init.key ? Buffer.from(init.key) : null;
-const encoder = new BlobEncoder(init.compression, key, init.version);
-const macKey = init.macKey ? Buffer.from(init.macKey) : null;
-const decoder = new BlobDecoder(key, macKey);
+// The repository's settings come as workerData, or, for a thread started before the repository
+// was open (`prestartCodecWorkers`), as the first message.
+let encoder: BlobEncoder;
+let decoder: BlobDecoder;
+let macKey: Buffer | null = null;
+function setUp(init: Init): void {
+  const key = init.key ? Buffer.from(init.key) : null;
+  encoder = new BlobEncoder(init.compression, key, init.version);
+  macKey = init.macKey ? Buffer.from(init.macKey) : null;
+  decoder = new BlobDecoder(key, macKey);
+}
+if (workerData) setUp(workerData as Init);
 const ZEROS = Buffer.alloc(16 << 20);
 
 type Request =
@@ -252,7 +259,11 @@ function toTransferable(b: Uint8Array): Uint8Array {
   return copy;
 }
 
-parentPort!.on('message', (req: Request) => {
+parentPort!.on('message', (req: Request | ({ op: 'init' } & Init)) => {
+  if (req.op === 'init') {
+    setUp(req);
+    return;
+  }
   try {
     let out: Buffer | Uint8Array;
     if (req.op === 'decodeRun' && req.fd !== null && req.directFd !== null && !directRefused && canStage()) {

@@ -1,6 +1,6 @@
 /** Public surface of `repository`: the on-disk format, its readers and writers. */
 export { Repository, type InitOptions, type WriteStats } from './repository.js';
-export { CodecPool, type DecodeIntoItem } from './codec-pool.js';
+export { CodecPool, type DecodeIntoItem, prestartCodecWorkers } from './codec-pool.js';
 export { BlobType, DEFAULT_CHUNK_SIZE, ZERO_DIGEST, PAGE_FANOUT } from './format.js';
 export { digestOf, hex, fromHex } from './crypto.js';
 export { TreeBuilder, TreeReader, levelsFor } from './tree.js';

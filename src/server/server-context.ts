@@ -43,6 +43,10 @@ export class ServerContext extends Context {
     });
   }
 
+  override prestartPool(): void {
+    // The resident repository's pool is warm already.
+  }
+
   override async codecPool(repo: Repository): Promise<CodecPool> {
     return this.resident.codecPool(repo);
   }

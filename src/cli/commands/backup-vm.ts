@@ -59,6 +59,7 @@ export async function backupVmCommand(
         const n = await qmp.execute<{ name?: string }>('query-name').catch(() => ({}) as { name?: string });
         return n.name ?? basename(socket).replace(/\.(sock|socket)$/, '');
       })());
+    ctx.prestartPool();
     await ctx.withRepo('shared', `backup ${backupName}`, async (repo) => {
       const pool = await ctx.codecPool(repo);
       const bar = ctx.progress(`backup ${backupName}`);

@@ -18,6 +18,7 @@ export const run: CommandRun = async (ctx, args, v) => {
     import('../index-files.js'),
   ]);
   const name = (v.name as string | undefined) ?? basename(path);
+  ctx.prestartPool();
   await ctx.withRepo('shared', `backup ${name}`, async (repo) => {
     const pool = await ctx.codecPool(repo);
     const source = await openSource(path).catch(async (err: unknown) => {

@@ -16,6 +16,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   const say = (m: string): void => {
     if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
   };
+  ctx.prestartPool();
   await ctx.withRepo('shared', `clone ${args[0]}`, async (repo) => {
     const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     const { created } = await prepareCloneFile(clone, point, disk, socket);

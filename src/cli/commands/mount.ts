@@ -28,6 +28,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   const say = (m: string): void => {
     if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
   };
+  ctx.prestartPool();
   await ctx.withRepo('shared', `mount ${args[0]}`, async (repo) => {
     const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     // Chunks are decoded and checked on worker threads; sequential streams are read ahead.

@@ -26,6 +26,7 @@ export const run: CommandRun = async (ctx, args, v, passthrough = []) => {
     throw new VmvaultError('E_USAGE', `--reconnect-delay takes whole seconds, not ${delayText}`);
   }
   const bandwidth = v.bandwidth === undefined ? undefined : parseBytes(v.bandwidth as string);
+  ctx.prestartPool();
   await ctx.withRepo('shared', `recover ${args[0]}`, async (repo) => {
     const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     const pool = new CodecPool(repo);

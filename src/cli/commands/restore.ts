@@ -11,6 +11,7 @@ export const run: CommandRun = async (ctx, args, v) => {
     });
   }
   const format = targetFormat(args[1]!, v.format as string | undefined);
+  ctx.prestartPool();
   await ctx.withRepo('shared', `restore ${args[0]}`, async (repo) => {
     const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     const pool = await ctx.codecPool(repo);

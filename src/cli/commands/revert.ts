@@ -13,6 +13,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   if (format !== 'auto' && format !== 'raw' && format !== 'qcow2') {
     throw new VmvaultError('E_USAGE', `--format takes raw or qcow2, not ${format}`);
   }
+  ctx.prestartPool();
   await ctx.withRepo('shared', `revert ${args[0]}`, async (repo) => {
     const { point, disk } = await resolvePointDisk(repo, args[0]!, v.disk as string | undefined);
     const pool = new CodecPool(repo);

@@ -15,6 +15,7 @@ function describe(r: VerifyReport): string {
 
 /** Runs `vmvault verify` (its options and help: `verifySpec` in specs.ts). */
 export const run: CommandRun = async (ctx, args) => {
+  ctx.prestartPool();
   const r = await ctx.withRepo('shared', 'verify', async (repo) => {
     const pool = await ctx.codecPool(repo);
     const bar = ctx.progress('verify');
