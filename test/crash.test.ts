@@ -16,12 +16,18 @@ describe('kill -9 during backup', () => {
 
   it('survives kills at random points', async () => {
     const rnd = prng(42);
+    // How long a whole backup of this much change takes here (the kills must land inside it,
+    // on a fast machine as on a slow one).
+    await randomWrites(ws.path('disk.img'), 200, 65536, 65536, 99, 80 << 20);
+    const t0 = Date.now();
+    ws.ok(['backup', ws.path('disk.img'), '--name', 'vm', '--json']);
+    const whole = Date.now() - t0;
     let killedMidway = 0;
     for (let round = 0; round < 5; round++) {
       // Change a lot so the backup has real work to do.
       await randomWrites(ws.path('disk.img'), 200, 65536, 65536, 100 + round, 80 << 20);
       const child = ws.spawn(['backup', ws.path('disk.img'), '--name', 'vm', '--json']);
-      const delay = 100 + Math.floor(rnd() * 700);
+      const delay = 50 + Math.floor(rnd() * Math.max(100, 0.9 * whole - 50));
       const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
       const timer = setTimeout(() => child.kill('SIGKILL'), delay);
       const code = await exited;

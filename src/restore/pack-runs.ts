@@ -36,8 +36,12 @@ export function locateChunks(
   });
 }
 
-/** Sorts located chunks by pack and offset and groups adjacent blobs into runs of ≤ `maxBytes`. */
-export function groupRuns(items: LocatedChunk[], maxBytes: number): LocatedChunk[][] {
+/**
+ * Sorts located chunks by pack and offset and groups blobs of one pack into runs spanning
+ * ≤ `maxBytes`: adjacent blobs, or blobs up to `maxGap` bytes apart (a run is one read, and
+ * reading over a few unused blobs costs less than another read and round trip).
+ */
+export function groupRuns(items: LocatedChunk[], maxBytes: number, maxGap = 0): LocatedChunk[][] {
   const sorted = [...items].sort((a, b) =>
     a.pack < b.pack ? -1 : a.pack > b.pack ? 1 : a.offset - b.offset,
   );
@@ -50,7 +54,8 @@ export function groupRuns(items: LocatedChunk[], maxBytes: number): LocatedChunk
       head &&
       tail &&
       tail.pack === it.pack &&
-      tail.offset + tail.length === it.offset &&
+      it.offset >= tail.offset + tail.length &&
+      it.offset - (tail.offset + tail.length) <= maxGap &&
       it.offset + it.length - head.offset <= maxBytes
     )
       run!.push(it);
@@ -71,7 +76,7 @@ export function decodeItems(run: readonly LocatedChunk[], fileOffset: (c: Locate
   }));
 }
 
-/** Bytes a run spans in its pack. */
+/** Bytes a run spans in its pack (gaps included). */
 export function runBytes(run: readonly LocatedChunk[]): number {
   const last = run[run.length - 1]!;
   return last.offset + last.length - run[0]!.offset;
