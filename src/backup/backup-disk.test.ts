@@ -162,6 +162,35 @@ describe('backupDisk with a parent', () => {
     }
   });
 
+  it('fails with E_IO when a read fails while later segments are read ahead, and leaves nothing behind', async () => {
+    const size = 40 * CS;
+    const v = pattern(size, 9);
+    const src = memorySource(v, [{ offset: 0, length: size, data: true }]);
+    const failAt = 10 * CS;
+    const read = src.readInto.bind(src);
+    src.readInto = async (buf, offset) => {
+      // The segments after the failing one are still being read when it fails.
+      if (offset > failAt) await new Promise((r) => setTimeout(r, 20));
+      if (offset === failAt) throw new Error('injected read error');
+      return read(buf, offset);
+    };
+    const opts = { name: 'disk0', method: 'full', reason: 'test', segmentSize: 2 * CS } as const;
+    await assert.rejects(backupDisk(repo, pool, src, opts), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'E_IO');
+      assert.match(e.message, /backup of mem failed: injected read error/);
+      return true;
+    });
+    assert.ok(
+      src.reads.some(([o]) => o > failAt),
+      'segments after the failing one had been started (read ahead)',
+    );
+    // The same repository and pool back the disk up afterwards, and it reads back exactly.
+    const ok = memorySource(v, [{ offset: 0, length: size, data: true }]);
+    const d = await backupDisk(repo, pool, ok, opts);
+    await repo.flush();
+    assert.ok((await new PointReader(repo, d).read(0, size)).equals(v));
+  });
+
   it('reads unchanged ranges when there is no parent', async () => {
     const v = pattern(4 * CS, 3);
     const src = memorySource(v, [{ offset: 0, length: 4 * CS, data: true, unchanged: true }]);
