@@ -16,7 +16,7 @@ import zstd from 'zstd-napi/binding.js';
 import { type NativeAddon, nativeAddon, VmvaultError } from '../core/index.js';
 import type { Compression } from './config.js';
 import { looksIncompressible } from './compressibility.js';
-import { digestOf, hex, seal, unseal } from './crypto.js';
+import { digestOf, hex, SEAL_OVERHEAD, seal, unsealInto } from './crypto.js';
 import {
   COMPRESSION_MIN_SAVING,
   Codec,
@@ -182,6 +182,8 @@ export interface DecodeOptions {
 
 /** Reusable state of a decoder. */
 export class BlobDecoder {
+  /** Where sealed blobs are opened (grown on demand, reused: see {@link decodeInto}). */
+  private scratch = Buffer.alloc(0);
   private readonly decompressor = new Decompressor();
   private readonly dctx = new zstd.DCtx();
 
@@ -228,7 +230,11 @@ export class BlobDecoder {
     const target = out.subarray(0, rawLength);
     let plain: Buffer;
     if (this.key) {
-      const p = unseal(this.key, stored);
+      // Opened into this decoder's scratch: the plaintext is only needed until the content is
+      // in `out` (no buffer per blob).
+      const need = Math.max(0, stored.length - SEAL_OVERHEAD);
+      if (this.scratch.length < need) this.scratch = Buffer.allocUnsafeSlow(Math.max(need, 64 << 10));
+      const p = unsealInto(this.key, stored, this.scratch);
       if (!p) throw damaged('authentication failed');
       plain = p;
     } else {

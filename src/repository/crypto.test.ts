@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { nativeAddon } from '../core/index.js';
-import { SEAL_OVERHEAD, nodeSeal, nodeUnseal, seal, unseal } from './crypto.js';
+import { SEAL_OVERHEAD, nodeSeal, nodeUnseal, seal, unseal, unsealInto } from './crypto.js';
 
 const key = randomBytes(32);
 const other = randomBytes(32);
@@ -11,6 +11,23 @@ const sizes = [0, 1, 15, 16, 17, 4096, 65536 + 3];
 describe('seal / unseal', () => {
   it('uses the native AES-GCM when the addon is built (the set-up builds it)', () => {
     assert.equal(typeof nativeAddon()?.gcmSealInto, 'function');
+  });
+
+  it('opens into one reused buffer, and a damaged or foreign seal gives null', () => {
+    const dst = Buffer.alloc(65536 + 3);
+    for (const n of [...sizes].reverse()) {
+      const plain = randomBytes(n);
+      const sealed = seal(key, plain);
+      const out = unsealInto(key, sealed, dst);
+      assert.ok(out && out.buffer === dst.buffer && out.byteOffset === dst.byteOffset, 'a view of dst');
+      assert.deepEqual(out, plain);
+      assert.equal(unsealInto(other, sealed, dst), null);
+      const bad = Buffer.from(sealed);
+      bad[bad.length - 1]! ^= 1;
+      assert.equal(unsealInto(key, bad, dst), null);
+    }
+    assert.equal(unsealInto(key, Buffer.alloc(SEAL_OVERHEAD - 1), dst), null);
+    assert.throws(() => unsealInto(key, seal(key, randomBytes(100)), Buffer.alloc(99)), /too small/);
   });
 
   for (const n of sizes) {

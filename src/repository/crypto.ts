@@ -138,11 +138,27 @@ export function seal(key: Buffer, plain: Uint8Array | readonly Uint8Array[]): Bu
  * native addon when it is built, else {@link nodeUnseal}.
  */
 export function unseal(key: Buffer, sealed: Uint8Array): Buffer | null {
-  const gcm = gcmAddon();
-  if (!gcm) return nodeUnseal(key, sealed);
   if (sealed.length < NONCE_SIZE + TAG_SIZE) return null;
+  return unsealInto(key, sealed, Buffer.allocUnsafe(sealed.length - NONCE_SIZE - TAG_SIZE));
+}
+
+/**
+ * {@link unseal} into `dst` (at least the sealed length less {@link SEAL_OVERHEAD} bytes; it
+ * may be reused from call to call): returns the view of `dst` that holds the plaintext, or
+ * `null` when authentication fails (`dst` may then hold garbage).
+ */
+export function unsealInto(key: Buffer, sealed: Uint8Array, dst: Buffer): Buffer | null {
+  if (sealed.length < NONCE_SIZE + TAG_SIZE) return null;
+  const gcm = gcmAddon();
+  if (!gcm) {
+    const plain = nodeUnseal(key, sealed);
+    if (!plain) return null;
+    plain.copy(dst);
+    return dst.subarray(0, plain.length);
+  }
   const body = sealed.subarray(NONCE_SIZE, sealed.length - TAG_SIZE);
-  const out = Buffer.allocUnsafe(body.length);
+  if (dst.length < body.length) throw new Error('unsealInto: dst too small');
+  const out = dst.subarray(0, body.length);
   try {
     const ok = gcm.gcmOpenInto(
       key,
