@@ -176,6 +176,27 @@ export class StagedWriter {
     private readonly pool: StagePool,
   ) {}
 
+  /**
+   * Runs `fill` with a writer over `fd` / `directFd`, then writes what is staged and waits for
+   * every write. When `fill` throws, what is staged is given back unwritten, the writes already
+   * started are waited for, and the error is rethrown. Resolves as {@link done} does.
+   */
+  static async run(
+    fd: number,
+    directFd: number | null,
+    pool: StagePool,
+    fill: (w: StagedWriter) => Promise<void>,
+  ): Promise<boolean> {
+    const w = new StagedWriter(fd, directFd, pool);
+    try {
+      await fill(w);
+    } catch (err) {
+      await w.done(true).catch(() => {});
+      throw err;
+    }
+    return w.done();
+  }
+
   /** Bytes the next {@link reserve} can take without a new stage (a whole stage when the current one is full or absent). */
   get room(): number {
     const free = this.pool.bytes - this.used;
@@ -256,10 +277,8 @@ export async function writeStaged(
   directFd: number,
   parts: readonly Uint8Array[],
 ): Promise<boolean> {
-  const w = new StagedWriter(fd, directFd, packStages);
-  let position = 0;
-  let failed = true;
-  try {
+  return StagedWriter.run(fd, directFd, packStages, async (w) => {
+    let position = 0;
     for (const part of parts) {
       for (let from = 0; from < part.length; ) {
         const n = Math.min(part.length - from, w.room);
@@ -269,9 +288,5 @@ export async function writeStaged(
         position += n;
       }
     }
-    failed = false;
-  } finally {
-    if (failed) await w.done(true).catch(() => {});
-  }
-  return w.done();
+  });
 }

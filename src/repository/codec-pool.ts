@@ -89,12 +89,11 @@ function defaultThreads(): number {
   return Math.max(1, availableParallelism());
 }
 
-/** Takes `n` healthy pre-started threads, or none. */
+/** Takes `n` healthy pre-started threads, or none. Threads that died are dropped. */
 function takeSpares(n: number): Spare[] | null {
-  const healthy = spares.filter((s) => s.error === null);
-  if (healthy.length < n) return null;
-  const taken = healthy.slice(0, n);
-  spares = spares.filter((s) => !taken.includes(s));
+  spares = spares.filter((s) => s.error === null);
+  if (spares.length < n) return null;
+  const taken = spares.splice(0, n);
   for (const s of taken) {
     s.worker.removeAllListeners('message');
     s.worker.removeAllListeners('error');

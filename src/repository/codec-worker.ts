@@ -154,9 +154,8 @@ async function decodeRunDirect(
   directFd: number,
   opts: DecodeOptions,
 ): Promise<void> {
-  const w = new StagedWriter(fd, directFd, stages);
-  let failed = true;
-  try {
+  // Every write ends before the request does, failed or not.
+  const direct = await StagedWriter.run(fd, directFd, stages, async (w) => {
     for (const it of items) {
       const stored = Buffer.from(shared, it.offset, it.length);
       const digest = Buffer.from(it.digest);
@@ -166,22 +165,12 @@ async function decodeRunDirect(
           done += writeSync(fd, out, done, out.length - done, it.fileOffset + done);
         continue;
       }
-      decoder.decodeInto(
-        stored,
-        digest,
-        it.rawLength,
-        where,
-        await w.reserve(it.fileOffset, it.rawLength),
-        opts,
-      );
+      const into = await w.reserve(it.fileOffset, it.rawLength);
+      decoder.decodeInto(stored, digest, it.rawLength, where, into, opts);
       w.commit(it.rawLength);
     }
-    failed = false;
-  } finally {
-    // Every write ends before the request does, failed or not.
-    if (failed) await w.done(true).catch(() => {});
-  }
-  if (!(await w.done())) directRefused = true;
+  });
+  if (!direct) directRefused = true;
 }
 
 /** Decodes every item of `run` into its target; the failures, per item (null when it decoded). */
