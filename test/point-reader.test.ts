@@ -285,6 +285,36 @@ describe('PointReader.prefetch', () => {
     }
   });
 
+  it('sends guest reads that arrive while the workers are busy as fewer batches, and answers each', async () => {
+    const repo = await Repository.open(ws.repo, { passphrase: null });
+    const pool = new CodecPool(repo, 1);
+    try {
+      const point = await repo.resolvePoint(bigId);
+      const r = new PointReader(repo, point.disks[0]!, { pool, readAheadChunks: 0, cacheBytes: 64 << 20 });
+      // A first request answered by the worker: it is up (before that, urgent reads decode here).
+      await pool.hashShared(new SharedArrayBuffer(CS), 0, CS, CS);
+      // The leaf of digests loaded, so each read goes to the worker at once.
+      assert.ok((await r.read(0, CS)).equals(big.subarray(0, CS)));
+      const before = r.stats.packReads ?? 0;
+      // One read per event-loop turn, as NBD requests arriving one by one would come.
+      const reads: Promise<Buffer>[] = [];
+      for (let i = 1; i <= 128; i++) {
+        reads.push(r.read(i * CS, CS));
+        await new Promise((res) => setImmediate(res));
+      }
+      const got = await Promise.all(reads);
+      for (const [k, b] of got.entries()) {
+        assert.ok(b.equals(big.subarray((k + 1) * CS, (k + 2) * CS)), `chunk ${k + 1}`);
+      }
+      const packReads = (r.stats.packReads ?? 0) - before;
+      // At most two messages wait on the one worker; the reads that come meanwhile go together.
+      assert.ok(packReads < 64, `128 reads took ${packReads} pack reads`);
+    } finally {
+      await pool.close();
+      await repo.close();
+    }
+  });
+
   it('serves a guest read at once while a long prefetch queue is pending', async () => {
     const repo = await Repository.open(ws.repo, { passphrase: null });
     const pool = new CodecPool(repo, 2);

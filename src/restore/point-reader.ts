@@ -5,7 +5,8 @@
  *
  * Speed: the chunks that reads ask for within one turn of the event loop (e.g. every request of
  * one NBD packet) are fetched as one batch, reading blobs that lie next to each other in a pack
- * with one backend read. With a {@link CodecPool} they are decoded and checked on worker threads
+ * with one backend read; while the workers are busy, reads that arrive wait for a batch to
+ * finish and go with the next one (fewer, larger messages under load). With a {@link CodecPool} they are decoded and checked on worker threads
  * straight into reusable shared memory (a {@link ChunkArena}), which {@link PointReader.borrow}
  * hands out without a copy; self-checked blobs (format version 2 and later) are not re-hashed.
  *
@@ -53,6 +54,8 @@ const MAX_PREFETCH_BATCHES = 2;
 const PREFETCH_BATCH_BYTES = 4 << 20;
 /** Largest single backend read of adjacent blobs. */
 const MAX_RUN_BYTES = 4 << 20;
+/** Worker messages in flight, per worker, beyond which guest reads wait to go as one batch. */
+const GUEST_QUEUE_DEPTH = 2;
 /** Shared read buffers for guest reads, and for prefetch (so prefetch never holds them all). */
 const GUEST_SLABS = 6;
 const PREFETCH_SLABS = 2;
@@ -89,8 +92,11 @@ export class PointReader implements BlockReader {
   private readonly chunkCount: number;
   /** Guest chunk requests waiting for the next batch (flushed in a microtask). */
   private guestBatch: number[] = [];
-  /** Guest chunks in flight. */
+  /** Guest chunks waiting: in {@link guestBatch} or in flight. */
   private guestPending = 0;
+  /** Guest batches being fetched, and whether a flush of {@link guestBatch} is queued. */
+  private guestBatches = 0;
+  private flushQueued = false;
   /** Prefetch queue: priority → ranges in the order given. */
   private readonly queue = new PrefetchQueue();
   private prefetchBatches = 0;
@@ -276,7 +282,11 @@ export class PointReader implements BlockReader {
         if (!p) {
           p = this.pend(i, false);
           this.guestBatch.push(i);
-          if (this.guestBatch.length === 1) queueMicrotask(() => this.flushGuest());
+          this.guestPending++;
+          if (!this.flushQueued) {
+            this.flushQueued = true;
+            queueMicrotask(() => this.flushGuest());
+          }
         }
         if (pin) p.pins++;
         p.prefetch = false;
@@ -323,12 +333,24 @@ export class PointReader implements BlockReader {
     return this.leaves.digest(index);
   }
 
+  /**
+   * Sends the waiting guest chunks as one batch, unless the workers already have
+   * {@link GUEST_QUEUE_DEPTH} messages each to work on while a guest batch is out: then the
+   * chunks wait for that batch to finish and go with the ones that arrive meanwhile. An idle
+   * reader sends a read at once; a loaded one sends fewer, larger messages.
+   */
   private flushGuest(): void {
+    this.flushQueued = false;
+    if (this.guestBatch.length === 0) return;
+    if (this.pool && this.guestBatches > 0 && this.pool.inFlight >= GUEST_QUEUE_DEPTH * this.pool.size)
+      return;
     const batch = this.guestBatch;
     this.guestBatch = [];
-    if (batch.length === 0) return;
-    this.guestPending += batch.length;
-    void this.fetch(batch, false);
+    this.guestBatches++;
+    void this.fetch(batch, false).finally(() => {
+      this.guestBatches--;
+      this.flushGuest();
+    });
   }
 
   /** A fetched chunk lands: it is cached, its waiters get their pins, and they resume. */

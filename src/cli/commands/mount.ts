@@ -92,6 +92,7 @@ export const run: CommandRun = async (ctx, args, v) => {
             chunkFetches: stats.chunkFetches,
             prefetched: stats.prefetched ?? 0,
             cacheHits: stats.cacheHits,
+            packReads: stats.packReads ?? 0,
             queued: server.queued,
             traced: server.traced(),
           })}\n`,
