@@ -9,6 +9,7 @@
 import type { Backend } from '../backends/index.js';
 import { VmvaultError } from '../core/index.js';
 import { protect, sha256, unprotect } from './crypto.js';
+import { DigestTable } from './digest-table.js';
 import { INDEX_MAGIC } from './format.js';
 import { decodeEntries, encodeEntries, type PackEntry } from './pack.js';
 
@@ -26,7 +27,9 @@ export interface PackRecord {
 
 /** In-memory location index with its persisted segments. */
 export class LocationIndex {
-  private readonly map = new Map<string, BlobLocation>();
+  /** Where each indexed blob lives, in the order first seen; {@link table} finds them by digest. */
+  private readonly locations: BlobLocation[] = [];
+  private readonly table = new DigestTable((n) => this.locations[n]!.entry.digest, 1 << 14);
   private readonly packs = new Map<string, PackEntry[]>();
   /** Packs added since the last segment was written. */
   private pending: PackRecord[] = [];
@@ -35,7 +38,7 @@ export class LocationIndex {
 
   /** Number of blobs indexed. */
   get size(): number {
-    return this.map.size;
+    return this.locations.length;
   }
 
   /** Pack ids that the index knows. */
@@ -49,21 +52,21 @@ export class LocationIndex {
   }
 
   has(digest: Buffer): boolean {
-    return this.map.has(digest.toString('latin1'));
+    return this.table.has(digest);
   }
 
   get(digest: Buffer): BlobLocation | undefined {
-    return this.map.get(digest.toString('latin1'));
+    const n = this.table.get(digest);
+    return n < 0 ? undefined : this.locations[n];
   }
 
   /** Records a pack's blobs. `persisted` is false for packs not yet in any segment. */
   addPack(pack: string, entries: PackEntry[], persisted: boolean): void {
     if (this.packs.has(pack)) return;
     this.packs.set(pack, entries);
-    for (const entry of entries) {
-      const k = entry.digest.toString('latin1');
-      if (!this.map.has(k)) this.map.set(k, { pack, entry });
-    }
+    // The first pack seen with a blob keeps it (a later copy, e.g. from an interrupted
+    // compaction, is not looked up).
+    for (const entry of entries) if (this.table.add(entry.digest) >= 0) this.locations.push({ pack, entry });
     if (!persisted) this.pending.push({ pack, entries });
   }
 
@@ -90,7 +93,8 @@ export class LocationIndex {
 
   /** Forgets everything (before a reload from scratch). */
   clear(): void {
-    this.map.clear();
+    this.table.clear();
+    this.locations.length = 0;
     this.packs.clear();
     this.pending = [];
     this.segments.clear();
