@@ -51,8 +51,9 @@ describe('vmvault mount', () => {
     assert.equal(await m.exited, 0);
   });
 
-  it('prints {"uri"} with --json and listens on loopback TCP', async () => {
-    const m = startMount(ws, [id, '--port', '0', '--json']);
+  it('prints {"uri"} with --json and listens on loopback TCP, with a cache smaller than the disk', async () => {
+    // 2 MiB of cache for a 32 MiB disk: every chunk is evicted and fetched again along the way.
+    const m = startMount(ws, [id, '--port', '0', '--json', '--cache', '2M']);
     try {
       const line = JSON.parse(await m.firstLine);
       assert.match(line.uri, /^nbd:\/\/127\.0\.0\.1:\d+\/[0-9a-f]{16}$/);
@@ -72,5 +73,10 @@ describe('vmvault mount', () => {
     const r = ws.run(['mount', id]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /exactly one of --socket PATH or --port N/);
+    for (const bad of ['0', '12X', '100G']) {
+      const c = ws.run(['mount', id, '--socket', ws.path('x.sock'), '--cache', bad]);
+      assert.equal(c.code, 2, c.stderr);
+      assert.match(c.stderr, /--cache takes a size from 1M to 64G/);
+    }
   });
 });

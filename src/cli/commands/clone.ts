@@ -4,6 +4,7 @@ import { formatBytes, VmvaultError } from '../../core/index.js';
 import { defaultCloneSocket, prepareCloneFile, startLiveServer } from '../../live/index.js';
 import { CodecPool } from '../../repository/index.js';
 import type { CommandRun } from '../command.js';
+import { cacheOption } from '../cache-size.js';
 import { untilStopSignal } from '../signals.js';
 import { resolvePointDisk } from '../point-disk.js';
 
@@ -12,6 +13,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   if (args.length !== 2)
     throw new VmvaultError('E_USAGE', 'clone takes a restore point id and a new qcow2 path');
   const clone = resolve(args[1]!);
+  const cacheBytes = cacheOption(v.cache);
   const socket = resolve((v.socket as string | undefined) ?? defaultCloneSocket(clone));
   const say = (m: string): void => {
     if (!ctx.opts.quiet && !ctx.json) process.stderr.write(`${m}\n`);
@@ -30,6 +32,7 @@ export const run: CommandRun = async (ctx, args, v) => {
         listen: { socketPath: socket },
         exportName: point.id,
         traces: ctx.traceStore(repo),
+        cacheBytes,
         onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
       });
       const stop = untilStopSignal();

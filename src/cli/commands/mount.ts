@@ -6,6 +6,7 @@ import { startLiveServer } from '../../live/serve.js';
 import { MountOverlay } from '../../live/mount-overlay.js';
 import { CodecPool } from '../../repository/codec-pool.js';
 import type { CommandRun } from '../command.js';
+import { cacheOption } from '../cache-size.js';
 import { untilStopSignal } from '../signals.js';
 import { resolvePointDisk } from '../point-disk.js';
 
@@ -21,6 +22,7 @@ export const run: CommandRun = async (ctx, args, v) => {
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
     throw new VmvaultError('E_USAGE', `--port takes a TCP port number, not ${portText}`);
   }
+  const cacheBytes = cacheOption(v.cache);
   const writable = v.writable === true || v.overlay !== undefined;
   if (!writable && (v['save-on-exit'] || v['keep-overlay'])) {
     throw new VmvaultError('E_USAGE', '--save-on-exit and --keep-overlay need --writable');
@@ -55,6 +57,7 @@ export const run: CommandRun = async (ctx, args, v) => {
         exportName: (v.export as string | undefined) ?? point.id,
         overlay: mo?.overlay,
         traces: v['no-trace'] ? undefined : ctx.traceStore(repo),
+        cacheBytes,
         onError: (err, where) => say(`vmvault: nbd ${where}: ${(err as Error).message}`),
       });
       const stop = untilStopSignal();

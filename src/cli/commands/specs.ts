@@ -90,13 +90,15 @@ export const mountSpec: CommandSpec = {
   summary: 'serve a restore point over NBD at once (read-only, or writable on an overlay) until interrupted',
   usage:
     'mount <id> (--socket PATH | --port N [--host 127.0.0.1]) [--disk NAME] [--export NAME]\n' +
-    '      [--writable [--overlay FILE] [--save-on-exit [--name NAME]] [--keep-overlay]] [--no-trace]\n\n' +
+    '      [--writable [--overlay FILE] [--save-on-exit [--name NAME]] [--keep-overlay]] [--no-trace]\n' +
+    '      [--cache SIZE]\n\n' +
     'Read-only by default. --writable sends guest writes to a copy-on-write overlay file (FILE,\n' +
     'kept and reusable; without --overlay a temporary one, discarded on exit); the restore point\n' +
     'never changes. --save-on-exit stores the overlay as a new restore point when stopped\n' +
     '(SIGINT/SIGTERM) and then discards it unless --keep-overlay. Prefetch order: the block\n' +
     'priorities of a VM backup, then what earlier mounts of the same VM read first (each mount\n' +
-    'records its reads unless --no-trace), then sequential read-ahead; guest reads go first.',
+    'records its reads unless --no-trace), then sequential read-ahead; guest reads go first.\n' +
+    'Decoded chunks are cached up to --cache SIZE (default 64M).',
   options: {
     socket: { type: 'string' },
     port: { type: 'string' },
@@ -109,6 +111,7 @@ export const mountSpec: CommandSpec = {
     name: { type: 'string' },
     'keep-overlay': { type: 'boolean' },
     'no-trace': { type: 'boolean' },
+    cache: { type: 'string' },
   },
   load: async () => (await import('./mount.js')).run,
 };
@@ -181,12 +184,12 @@ export const cloneSpec: CommandSpec = {
   name: 'clone',
   summary: 'make a writable qcow2 disk from a restore point without copying, and serve its backing data',
   usage:
-    'clone <id> <new-disk.qcow2> [--socket PATH] [--disk NAME]\n\n' +
+    'clone <id> <new-disk.qcow2> [--socket PATH] [--disk NAME] [--cache SIZE]\n\n' +
     'Creates a thin qcow2 whose backing file is a live mount of the point that this command serves\n' +
     'until SIGINT/SIGTERM: QEMU can use the clone at once; keep this running while it is in use.\n' +
     'Writes go to the clone, the restore point never changes. Run it again on the same clone to\n' +
-    'serve it again.',
-  options: { socket: { type: 'string' }, disk: { type: 'string' } },
+    'serve it again. Decoded chunks are cached up to --cache SIZE (default 64M).',
+  options: { socket: { type: 'string' }, disk: { type: 'string' }, cache: { type: 'string' } },
   load: async () => (await import('./clone.js')).run,
 };
 
