@@ -10,6 +10,7 @@
  *     O_DIRECT writes need
  *   lz4Bound / lz4CompressInto / lz4DecompressInto   LZ4 frames (lz4.c)
  *   gcmSealInto / gcmOpenInto                        AES-256-GCM (gcm.c)
+ *   copyInto                                         memmove into/out of shared memory (copy.c)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "vmvault-copy.h"
 #include "vmvault-entropy.h"
 #include "vmvault-gcm.h"
 #include "vmvault-xxh64.h"
@@ -110,6 +112,7 @@ static napi_value init(napi_env env, napi_value exports) {
   vmvault_gcm_register(env, exports);
   vmvault_xxh64_register(env, exports);
   vmvault_entropy_register(env, exports);
+  vmvault_copy_register(env, exports);
   return exports;
 }
 

@@ -2,7 +2,7 @@
 export { VmvaultError, isVmvaultError, errnoCode, type ErrorCode } from './errors.js';
 export type { BlockReader, Extent } from './block-reader.js';
 export { formatBytes, formatDuration, parseBytes } from './units.js';
-export { nativeAddon, type NativeAddon, SEEK_DATA, SEEK_HOLE, SEEK_END } from './native.js';
+export { copyBytes, nativeAddon, type NativeAddon, SEEK_DATA, SEEK_HOLE, SEEK_END } from './native.js';
 export {
   DIRECT_ALIGN,
   alignedBuffer,

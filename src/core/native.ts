@@ -65,6 +65,22 @@ export interface NativeAddon {
     tag: Uint8Array,
     dst: Uint8Array,
   ): boolean;
+  /**
+   * memmove of `src` into `dst` from `at`; returns `src.length`. Throws a RangeError when it
+   * does not fit. Absent from older builds: use {@link copyBytes}.
+   */
+  copyInto?(dst: Uint8Array, at: number, src: Uint8Array): number;
+}
+
+/**
+ * Copies `src` into `dst` at `at`, like `dst.set(src, at)` but with memmove when the native
+ * addon has it: V8 copies to or from SharedArrayBuffer memory with relaxed atomics, ~4× slower
+ * here (3.4 against 15 GB/s), and codec workers copy chunks out of shared segments.
+ */
+export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array): void {
+  const n = nativeAddon();
+  if (n?.copyInto) n.copyInto(dst, at, src);
+  else dst.set(src, at);
 }
 
 export const SEEK_END = 2;

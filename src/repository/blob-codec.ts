@@ -13,10 +13,10 @@
  */
 import { Compressor, Decompressor } from 'zstd-napi';
 import zstd from 'zstd-napi/binding.js';
-import { type NativeAddon, nativeAddon, VmvaultError } from '../core/index.js';
+import { copyBytes, type NativeAddon, nativeAddon, VmvaultError } from '../core/index.js';
 import type { Compression } from './config.js';
 import { looksIncompressible } from './compressibility.js';
-import { digestOf, hex, SEAL_OVERHEAD, seal, unsealInto } from './crypto.js';
+import { digestOf, hex, SEAL_MAX_PARTS, SEAL_OVERHEAD, seal, unsealInto } from './crypto.js';
 import {
   COMPRESSION_MIN_SAVING,
   Codec,
@@ -39,10 +39,16 @@ const FRAME_CHECKSUM_FLAG = 1 << 2;
 /** Magic, descriptor, 4-byte content size. */
 const RAW_FRAME_HEADER = 4 + 1 + 4;
 
+/** Block header of a raw block of `size` bytes: bit 0 last block, bits 1-2 type (0 = raw), bits 3-23 size. */
+function rawBlockHeader(out: Buffer, at: number, size: number, last: boolean): void {
+  out.writeUIntLE((size << 3) | (last ? 1 : 0), at, 3);
+}
+
 /**
  * A zstd frame of raw (stored) blocks holding `data`, ending with `checksum` (the low 32 bits of
  * XXH64 of `data`, as zstd computed it for the same content), after the bytes of `head` (so a
- * whole blob takes one allocation and one copy of the data).
+ * whole blob takes one allocation and one copy of the data, a memmove where the native addon
+ * has one: `data` is often a view of a shared segment).
  */
 function rawFrame(data: Uint8Array, checksum: Uint8Array, head: readonly Uint8Array[] = []): Buffer {
   const blocks = Math.max(1, Math.ceil(data.length / ZSTD_MAX_BLOCK));
@@ -54,20 +60,56 @@ function rawFrame(data: Uint8Array, checksum: Uint8Array, head: readonly Uint8Ar
     out.set(h, at);
     at += h.length;
   }
-  out.writeUInt32LE(ZSTD_MAGIC, at);
-  out[at + 4] = RAW_FRAME_DESCRIPTOR;
-  out.writeUInt32LE(data.length, at + 5);
+  frameHeader(out, at, data.length);
   let p = at + RAW_FRAME_HEADER;
   for (let b = 0; b < blocks; b++) {
     const from = b * ZSTD_MAX_BLOCK;
     const size = Math.min(ZSTD_MAX_BLOCK, data.length - from);
-    // Block header: bit 0 last block, bits 1-2 type (0 = raw), bits 3-23 size.
-    out.writeUIntLE((size << 3) | (b === blocks - 1 ? 1 : 0), p, 3);
-    out.set(data.subarray(from, from + size), p + 3);
+    rawBlockHeader(out, p, size, b === blocks - 1);
+    copyBytes(out, p + 3, data.subarray(from, from + size));
     p += 3 + size;
   }
   out.set(checksum, p);
   return out;
+}
+
+function frameHeader(out: Buffer, at: number, contentSize: number): void {
+  out.writeUInt32LE(ZSTD_MAGIC, at);
+  out[at + 4] = RAW_FRAME_DESCRIPTOR;
+  out.writeUInt32LE(contentSize, at + 5);
+}
+
+/**
+ * The bytes of {@link rawFrame} as parts that refer to `data` instead of copying it, for a seal
+ * (which encrypts parts as their concatenation); null when that takes more than `maxParts`.
+ */
+function rawFrameParts(data: Uint8Array, checksum: Uint8Array, maxParts: number): Uint8Array[] | null {
+  const blocks = Math.max(1, Math.ceil(data.length / ZSTD_MAX_BLOCK));
+  if (2 * blocks + 1 > maxParts) return null;
+  const headers = Buffer.allocUnsafe(RAW_FRAME_HEADER + 3 * blocks);
+  frameHeader(headers, 0, data.length);
+  const parts: Uint8Array[] = [];
+  let h = RAW_FRAME_HEADER;
+  for (let b = 0; b < blocks; b++) {
+    const from = b * ZSTD_MAX_BLOCK;
+    const size = Math.min(ZSTD_MAX_BLOCK, data.length - from);
+    rawBlockHeader(headers, h, size, b === blocks - 1);
+    parts.push(headers.subarray(b === 0 ? 0 : h, h + 3), data.subarray(from, from + size));
+    h += 3;
+  }
+  parts.push(checksum);
+  return parts;
+}
+
+/** Seals `head` followed by the raw frame of `data`, without copying `data` where it can. */
+function sealRawFrame(
+  key: Buffer,
+  head: readonly Uint8Array[],
+  data: Uint8Array,
+  checksum: Uint8Array,
+): Buffer {
+  const parts = rawFrameParts(data, checksum, SEAL_MAX_PARTS - head.length);
+  return seal(key, parts ? [...head, ...parts] : [...head, rawFrame(data, checksum)]);
 }
 
 /** The native addon, or an E_UNSUPPORTED error saying that LZ4 blobs need it. */
@@ -147,12 +189,14 @@ export class BlobEncoder {
         // The frame zstd's failed attempt would have led to, without the attempt.
         const sum = Buffer.allocUnsafe(4);
         sum.writeUInt32LE(Number(this.xxh64(data) & 0xffffffffn), 0);
-        return this.key ? seal(this.key, [...head, rawFrame(data, sum)]) : rawFrame(data, sum, head);
+        return this.key ? sealRawFrame(this.key, head, data, sum) : rawFrame(data, sum, head);
       }
       const z = this.compressor!.compress(data);
       const compressed = z.length <= data.length * (1 - COMPRESSION_MIN_SAVING);
       if (this.key) {
-        return seal(this.key, [...head, compressed ? z : rawFrame(data, z.subarray(z.length - 4))]);
+        return compressed
+          ? seal(this.key, [...head, z])
+          : sealRawFrame(this.key, head, data, z.subarray(z.length - 4));
       }
       return compressed ? Buffer.concat([...head, z]) : rawFrame(data, z.subarray(z.length - 4), head);
     }

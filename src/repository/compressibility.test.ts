@@ -11,7 +11,7 @@ import { Compressor } from 'zstd-napi';
 import { nativeAddon } from '../core/index.js';
 import { BlobDecoder, BlobEncoder } from './blob-codec.js';
 import { jsSampledEntropy, looksIncompressible, sampledEntropy } from './compressibility.js';
-import { digestOf } from './crypto.js';
+import { digestOf, unseal } from './crypto.js';
 import { Codec } from './format.js';
 
 const KiB = 1024;
@@ -127,5 +127,25 @@ describe('XXH64 of the native addon', { skip: addon?.xxh64 ? false : 'native add
       () => dec.decode(bad, digest, data.length, 'p', { trustSelfCheck: true }),
       (e: Error & { code?: string }) => e.code === 'E_CHUNK_CORRUPT',
     );
+  });
+
+  it('seals a skipped chunk of shared memory as the same frame, in parts or whole', () => {
+    const key = randomBytes(32);
+    const sealer = new BlobEncoder({ algorithm: 'zstd', level: 1 }, key, 3);
+    const plainEnc = new BlobEncoder({ algorithm: 'zstd', level: 1 }, null, 3);
+    const dec = new BlobDecoder(key, null);
+    // 1 and 2 raw blocks go to the seal as parts (no copy); 3 blocks are too many parts.
+    for (const size of [64 * KiB, 256 * KiB, 384 * KiB]) {
+      const shared = new SharedArrayBuffer(size + 4096);
+      const data = Buffer.from(shared, 4096, size);
+      randomBytes(size).copy(data);
+      const digest = digestOf(data, null);
+      const sealed = sealer.encode(data, digest);
+      const frame = unseal(key, sealed);
+      assert.ok(frame, `${size}: opens`);
+      assert.deepEqual(frame, plainEnc.encode(data, digest), `${size}: the frame a plain repository stores`);
+      assert.equal(frame[0], Codec.checked);
+      assert.deepEqual(dec.decode(sealed, digest, size, 'p', { trustSelfCheck: true }), Buffer.from(data));
+    }
   });
 });

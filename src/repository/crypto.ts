@@ -222,6 +222,8 @@ export function unprotect(data: Buffer, key: Buffer | null): Buffer | null {
 
 /** Overhead that {@link seal} adds to its input. */
 export const SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE;
+/** Most parts one {@link seal} takes (the native addon's limit, MAX_PARTS in native/gcm.c). */
+export const SEAL_MAX_PARTS = 8;
 
 /** Hex form of a digest. */
 export function hex(d: Uint8Array): string {
