@@ -19,7 +19,7 @@
  */
 import type { BlockReader, Extent } from '../core/index.js';
 import type { ReadDescriptor } from '../backends/index.js';
-import { SlabPool, VmvaultError } from '../core/index.js';
+import { copyBytes, SlabPool, VmvaultError } from '../core/index.js';
 import {
   type CodecPool,
   type DecodeIntoItem,
@@ -190,7 +190,7 @@ export class PointReader implements BlockReader {
         const cStart = i * cs;
         const from = Math.max(offset, cStart);
         const to = Math.min(offset + length, cStart + c.length);
-        if (to > from) c.copy(out, from - offset, from - cStart, to - cStart);
+        if (to > from) copyBytes(out, from - offset, c.subarray(from - cStart, to - cStart));
       }
       return out;
     } finally {
@@ -241,7 +241,13 @@ export class PointReader implements BlockReader {
     this.checkRange(first, count);
     const entries = await this.request(first, count, true, noteAccess);
     try {
-      return entries.map((e) => (e.data && e.slot >= 0 ? Buffer.from(e.data) : e.data));
+      return entries.map((e) => {
+        if (!e.data || e.slot < 0) return e.data;
+        // Out of the shared arena: a memmove, not V8's copy of shared memory.
+        const own = Buffer.allocUnsafe(e.data.length);
+        copyBytes(own, 0, e.data);
+        return own;
+      });
     } finally {
       this.unpin(entries);
     }
