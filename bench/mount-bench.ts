@@ -197,9 +197,16 @@ async function main(): Promise<void> {
 
     log('(a) nbdcopy from qemu-nbd and from vmvault mount, alternating');
     const qsock = join(dir, 'qemu.sock');
-    const q = spawn('qemu-nbd', ['-r', '-f', 'raw', '-t', '-e', '8', '-k', qsock, raw], { stdio: 'ignore' });
+    // Its pid file appears once the socket listens (the socket file, a moment before).
+    const q = spawn(
+      'qemu-nbd',
+      ['-r', '-f', 'raw', '-t', '-e', '8', '-k', qsock, `--pid-file=${qsock}.pid`, raw],
+      {
+        stdio: 'ignore',
+      },
+    );
     children.push(q);
-    await waitPath(qsock, q);
+    await waitPath(`${qsock}.pid`, q);
 
     const vsock = join(dir, 'vmvault.sock');
     const m = spawn(process.execPath, [BIN, 'mount', bRaw.id, '--socket', vsock], {

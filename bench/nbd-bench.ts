@@ -142,12 +142,18 @@ async function main(): Promise<void> {
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     children.push(ours);
-    const qemu = spawn('qemu-nbd', ['-r', '-f', 'raw', '-k', qSock, '-x', 'disk', '-e', '8', '-t', image], {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
+    // Its pid file appears once the socket listens (the socket file, a moment before).
+    const qPid = `${qSock}.pid`;
+    const qemu = spawn(
+      'qemu-nbd',
+      ['-r', '-f', 'raw', '-k', qSock, `--pid-file=${qPid}`, '-x', 'disk', '-e', '8', '-t', image],
+      {
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
     children.push(qemu);
     await waitFor(ourSock, ours);
-    await waitFor(qSock, qemu);
+    await waitFor(qPid, qemu);
     const ourUri = `nbd+unix:///disk?socket=${ourSock}`;
     const qUri = `nbd+unix:///disk?socket=${qSock}`;
 

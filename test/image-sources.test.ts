@@ -72,11 +72,12 @@ describe('image sources and qcow2 restores', () => {
     const sock = ws.path('ext.sock');
     const child: ChildProcess = spawn(
       'qemu-nbd',
-      ['-r', '-t', '-e', '4', '-f', 'qcow2', '-k', sock, ws.path('disk.qcow2')],
+      ['-r', '-t', '-e', '4', '-f', 'qcow2', '-k', sock, `--pid-file=${sock}.pid`, ws.path('disk.qcow2')],
       { stdio: 'ignore' },
     );
     try {
-      assert.ok(await waitFor(() => existsSync(sock), 5000), 'qemu-nbd did not start');
+      // The pid file appears once the socket listens (the socket file, a moment before).
+      assert.ok(await waitFor(() => existsSync(`${sock}.pid`), 5000), 'qemu-nbd did not start');
       const b = ws.ok(['backup', `nbd+unix:///?socket=${sock}`, '--json', '--name', 'n']);
       assert.ok(b.bytesRead < SIZE / 2, 'block status over NBD');
       ws.ok(['restore', b.id, ws.path('n.raw')]);

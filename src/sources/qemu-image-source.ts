@@ -147,9 +147,13 @@ function unguard(): void {
 export async function startQemuNbd(image: string, opts: QemuNbdOptions): Promise<QemuNbdServer> {
   const dir = await mkdtemp(join(tmpdir(), 'vmvault-nbd-'));
   const socketPath = join(dir, 'nbd.sock');
+  // qemu-nbd writes its pid file only once the socket listens: the socket file itself appears
+  // at bind(), a moment before listen(), when a connection is still refused.
+  const pidFile = join(dir, 'qemu-nbd.pid');
   const args = [
     `--format=${opts.format}`,
     `--socket=${socketPath}`,
+    `--pid-file=${pidFile}`,
     `--shared=${opts.shared ?? 8}`,
     '--cache=writeback',
     '--aio=threads',
@@ -183,7 +187,7 @@ export async function startQemuNbd(image: string, opts: QemuNbdOptions): Promise
   running.add(server);
   guard();
   try {
-    await waitForPath(socketPath, opts.readyTimeoutMs ?? 15_000, proc);
+    await waitForPath(pidFile, opts.readyTimeoutMs ?? 15_000, proc);
   } catch (err) {
     const st = await Promise.race([
       proc.exited,

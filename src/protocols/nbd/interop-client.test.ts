@@ -45,9 +45,11 @@ describe('client against qemu-nbd', {
       '4',
       '-t',
       '--cache=none',
+      `--pid-file=${sock}.pid`,
       image,
     ]);
-    await waitForPath(sock, 10_000, proc);
+    // The pid file appears once the socket listens (the socket file, a moment before).
+    await waitForPath(`${sock}.pid`, 10_000, proc);
   });
   after(async () => {
     await stopProcess(proc);
