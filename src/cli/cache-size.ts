@@ -1,3 +1,4 @@
+/** The `--cache SIZE` option of the commands that serve a restore point. */
 import { parseBytes, VmvaultError } from '../core/index.js';
 
 /** Smallest and largest decoded-chunk cache `--cache` accepts. */

@@ -6,9 +6,10 @@
  * Speed: the chunks that reads ask for within one turn of the event loop (e.g. every request of
  * one NBD packet) are fetched as one batch, reading blobs that lie next to each other in a pack
  * with one backend read; while the workers are busy, reads that arrive wait for a batch to
- * finish and go with the next one (fewer, larger messages under load). With a {@link CodecPool} they are decoded and checked on worker threads
- * straight into reusable shared memory (a {@link ChunkArena}), which {@link PointReader.borrow}
- * hands out without a copy; self-checked blobs (format version 2 and later) are not re-hashed.
+ * finish and go with the next one (fewer, larger messages under load). With a
+ * {@link CodecPool} they are decoded and checked on worker threads straight into reusable
+ * shared memory (a {@link ChunkArena}), which {@link PointReader.borrow} hands out without a
+ * copy; self-checked blobs (format version 2 and later) are not re-hashed.
  *
  * Prefetch: {@link PointReader.prefetch} queues chunk ranges by priority (lower first), and
  * sequential streams (up to {@link MAX_STREAMS} at once, e.g. one per NBD connection) queue
