@@ -19,20 +19,18 @@
  * never waits behind prefetch: it is issued at once and only shares a fetch already under way.
  */
 import type { BlockReader, Extent } from '../core/index.js';
-import type { ReadDescriptor } from '../backends/index.js';
-import { copyBytes, SlabPool, VmvaultError } from '../core/index.js';
+import { copyBytes, VmvaultError } from '../core/index.js';
 import {
   type CodecPool,
-  type DecodeIntoItem,
   type DiskRecord,
   fromHex,
   PAGE_FANOUT,
-  packObjectName,
   type Repository,
 } from '../repository/index.js';
 import { ChunkArena } from './chunk-arena.js';
-import { groupRuns, type LocatedChunk, locateChunks, runBytes } from './pack-runs.js';
+import { groupRuns, type LocatedChunk, locateChunks } from './pack-runs.js';
 import { PrefetchQueue } from './prefetch-queue.js';
+import { MAX_RUN_BYTES, RunFetcher } from './run-fetcher.js';
 import { MAX_STREAMS, ReadAhead } from './read-ahead.js';
 import {
   type BorrowedChunks,
@@ -53,13 +51,8 @@ export const READ_AHEAD_PRIORITY = Number.POSITIVE_INFINITY;
 const MAX_PREFETCH_BATCHES = 2;
 /** Bytes of chunks one prefetch batch covers. */
 const PREFETCH_BATCH_BYTES = 4 << 20;
-/** Largest single backend read of adjacent blobs. */
-const MAX_RUN_BYTES = 4 << 20;
 /** Worker messages in flight, per worker, beyond which guest reads wait to go as one batch. */
 const GUEST_QUEUE_DEPTH = 2;
-/** Shared read buffers for guest reads, and for prefetch (so prefetch never holds them all). */
-const GUEST_SLABS = 6;
-const PREFETCH_SLABS = 2;
 
 /** A restore point's disk as a random-access block reader. */
 export class PointReader implements BlockReader {
@@ -85,9 +78,8 @@ export class PointReader implements BlockReader {
   private readonly cacheChunks: number;
   private readonly pool: CodecPool | undefined;
   private readonly arena: ChunkArena | null;
-  /** Shared read buffers (guest reads, prefetch), made on first use: see {@link fetchRun}. */
-  private guestSlabs: SlabPool | null = null;
-  private prefetchSlabs: SlabPool | null = null;
+  /** Reads and decodes runs of blobs on the pool (with a pool). */
+  private readonly runs: RunFetcher | null;
   /** Sequential-stream tracking; null when read-ahead is off. */
   private readonly readAhead: ReadAhead | null;
   private readonly chunkCount: number;
@@ -121,6 +113,14 @@ export class PointReader implements BlockReader {
     this.cacheChunks = Math.max(4, Math.floor(this.cacheLimit / disk.chunkSize));
     this.pool = opts.pool;
     this.arena = this.pool ? new ChunkArena(disk.chunkSize, this.cacheChunks) : null;
+    this.runs =
+      this.pool && this.arena
+        ? new RunFetcher(repo, this.pool, this.arena, disk.chunkSize, this.stats, {
+            settle: (i, e, p) => this.settle(i, e, p),
+            fail: (i, err, p) => this.fail(i, err, p),
+            takeSlot: () => this.takeSlot(),
+          })
+        : null;
     // Read-ahead must fit in the cache several times over, or it would evict itself.
     const dflt = Math.max(4, Math.floor((4 << 20) / disk.chunkSize));
     const window = Math.max(
@@ -449,162 +449,16 @@ export class PointReader implements BlockReader {
       }
     }
     const runs = groupRuns(located, MAX_RUN_BYTES);
+    const fetcher = this.runs!;
     if (prefetch) {
       // One run after the other, one message each: a prefetch batch keeps at most one worker
       // busy, leaving the others to guest reads.
-      for (const run of runs) await this.fetchRun(run, 1, true);
+      for (const run of runs) await fetcher.fetchRun(run, 1, true);
       return;
     }
     // A guest batch is spread over every worker.
     const parts = Math.max(1, Math.ceil(this.pool.size / runs.length));
-    await Promise.all(runs.map((run) => this.fetchRun(run, parts, false)));
-  }
-
-  /**
-   * Reads one run of adjacent blobs and decodes it on the pool, in `parts` messages. Workers
-   * read the pack themselves when the backend lends file descriptors; otherwise the run is read
-   * here into a shared slab.
-   */
-  private async fetchRun(run: LocatedChunk[], parts: number, prefetch: boolean): Promise<void> {
-    const pool = this.pool!;
-    const backend = this.repo.backend;
-    const first = run[0]!;
-    const name = packObjectName(first.pack);
-    const where = `pack ${first.pack}`;
-    this.stats.packReads = (this.stats.packReads ?? 0) + 1;
-    // Let the repository name the missing or truncated pack and the chunk.
-    const readFailed = async (chunks: readonly LocatedChunk[], err: unknown): Promise<void> => {
-      let named: unknown = err;
-      try {
-        await this.repo.readStored(chunks[0]!.digest);
-      } catch (e) {
-        named = e;
-      }
-      for (const c of chunks) this.fail(c.index, named, prefetch);
-    };
-    const per = Math.ceil(run.length / Math.max(1, Math.min(parts, run.length)));
-    const pieces: LocatedChunk[][] = [];
-    for (let from = 0; from < run.length; from += per) pieces.push(run.slice(from, from + per));
-    if (backend.openRead) {
-      let fd: ReadDescriptor;
-      try {
-        fd = await backend.openRead(name);
-      } catch (err) {
-        return readFailed(run, err);
-      }
-      try {
-        await Promise.all(
-          pieces.map(async (piece) => {
-            const base = piece[0]!.offset;
-            const { items, slots } = this.destinations(piece, base);
-            let errors: unknown[];
-            try {
-              errors = await pool.readAndDecodeInto(
-                fd.fd,
-                base,
-                runBytes(piece),
-                items,
-                where,
-                true,
-                !prefetch,
-              );
-            } catch (err) {
-              for (const slot of slots) if (slot >= 0) this.arena!.release(slot);
-              return readFailed(piece, err);
-            }
-            this.land(piece, items, slots, errors, prefetch);
-          }),
-        );
-      } finally {
-        fd.release();
-      }
-      return;
-    }
-    const slabs = this.slabPool(prefetch);
-    const slab = await slabs.acquire();
-    try {
-      try {
-        await backend.readRangeInto(name, first.offset, Buffer.from(slab.shared, 0, runBytes(run)));
-      } catch (err) {
-        return readFailed(run, err);
-      }
-      await Promise.all(
-        pieces.map(async (piece) => {
-          const { items, slots } = this.destinations(piece, first.offset);
-          let errors: unknown[];
-          try {
-            errors = await pool.decodeInto(slab.shared, items, where, true, !prefetch);
-          } catch (err) {
-            errors = items.map(() => err);
-          }
-          this.land(piece, items, slots, errors, prefetch);
-        }),
-      );
-    } finally {
-      slabs.release(slab);
-    }
-  }
-
-  /** The shared read buffers for guest reads or prefetch, made on first use. */
-  private slabPool(prefetch: boolean): SlabPool {
-    const slabBytes = MAX_RUN_BYTES + this.chunkSize + 4096;
-    if (prefetch) {
-      if (!this.prefetchSlabs) this.prefetchSlabs = new SlabPool(slabBytes, PREFETCH_SLABS);
-      return this.prefetchSlabs;
-    }
-    if (!this.guestSlabs) this.guestSlabs = new SlabPool(slabBytes, GUEST_SLABS);
-    return this.guestSlabs;
-  }
-
-  /**
-   * Decode items for `chunks` (blob offsets relative to `base`), each with its destination: an
-   * arena slot, or its own shared buffer when every slot is in use (readers hold them all).
-   */
-  private destinations(
-    chunks: readonly LocatedChunk[],
-    base: number,
-  ): { items: DecodeIntoItem[]; slots: number[] } {
-    const items: DecodeIntoItem[] = [];
-    const slots: number[] = [];
-    for (const c of chunks) {
-      const slot = this.takeSlot();
-      slots.push(slot);
-      const at =
-        slot >= 0 ? this.arena!.locate(slot) : { shared: new SharedArrayBuffer(c.rawLength), offset: 0 };
-      items.push({
-        offset: c.offset - base,
-        length: c.length,
-        digest: c.digest,
-        rawLength: c.rawLength,
-        target: at.shared,
-        targetOffset: at.offset,
-      });
-    }
-    return { items, slots };
-  }
-
-  /** Settles decoded chunks, or fails the ones whose decode failed (freeing their slots). */
-  private land(
-    chunks: readonly LocatedChunk[],
-    items: readonly DecodeIntoItem[],
-    slots: readonly number[],
-    errors: readonly unknown[],
-    prefetch: boolean,
-  ): void {
-    for (let n = 0; n < chunks.length; n++) {
-      const c = chunks[n]!;
-      const slot = slots[n]!;
-      if (errors[n]) this.landFailed(c, slot, errors[n], prefetch);
-      else {
-        const data = slot >= 0 ? this.arena!.view(slot, c.rawLength) : Buffer.from(items[n]!.target);
-        this.settle(c.index, { data, slot, prefetched: false }, prefetch);
-      }
-    }
-  }
-
-  private landFailed(c: LocatedChunk, slot: number, err: unknown, prefetch: boolean): void {
-    if (slot >= 0) this.arena!.release(slot);
-    this.fail(c.index, err, prefetch);
+    await Promise.all(runs.map((run) => fetcher.fetchRun(run, parts, false)));
   }
 
   /** A free arena slot (evicting cached chunks as needed), or -1. */
