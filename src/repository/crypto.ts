@@ -149,6 +149,8 @@ export function unseal(key: Buffer, sealed: Uint8Array): Buffer | null {
  */
 export function unsealInto(key: Buffer, sealed: Uint8Array, dst: Buffer): Buffer | null {
   if (sealed.length < NONCE_SIZE + TAG_SIZE) return null;
+  const body = sealed.subarray(NONCE_SIZE, sealed.length - TAG_SIZE);
+  if (dst.length < body.length) throw new Error('unsealInto: dst too small');
   const gcm = gcmAddon();
   if (!gcm) {
     const plain = nodeUnseal(key, sealed);
@@ -156,8 +158,6 @@ export function unsealInto(key: Buffer, sealed: Uint8Array, dst: Buffer): Buffer
     plain.copy(dst);
     return dst.subarray(0, plain.length);
   }
-  const body = sealed.subarray(NONCE_SIZE, sealed.length - TAG_SIZE);
-  if (dst.length < body.length) throw new Error('unsealInto: dst too small');
   const out = dst.subarray(0, body.length);
   try {
     const ok = gcm.gcmOpenInto(
